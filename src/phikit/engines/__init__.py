@@ -1,0 +1,41 @@
+"""Backends, loaded by name. Each module imports its heavy library only when chosen."""
+
+from __future__ import annotations
+
+import inspect
+
+from ..errors import BadRequestError
+from ..models import ModelRef
+from .base import Done, Engine, Event, SamplingParams, TextDelta, Usage
+
+BACKENDS = ("auto", "llamacpp", "transformers")
+
+__all__ = ["BACKENDS", "Done", "Engine", "Event", "SamplingParams", "TextDelta", "Usage", "load_engine"]
+
+
+def load_engine(ref: ModelRef, backend: str = "auto", **opts) -> Engine:
+    """Load ``ref`` on a backend.
+
+    ``auto`` picks llama.cpp for GGUF files (fast on CPU) and transformers for checkpoints.
+
+    Args:
+        ref: a resolved model.
+        backend: ``auto`` | ``llamacpp`` | ``transformers``.
+        **opts: backend options (``precision``/``device`` for transformers, ``n_ctx``/``n_threads`` for llama.cpp).
+
+    Raises:
+        BadRequestError: unknown backend, or options the backend does not take.
+    """
+    if backend == "auto":
+        backend = "llamacpp" if ref.is_gguf else "transformers"
+    if backend == "llamacpp":
+        from .llamacpp import LlamaCppEngine as cls
+    elif backend == "transformers":
+        from .transformers import TransformersEngine as cls
+    else:
+        raise BadRequestError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    opts = {k: v for k, v in opts.items() if v is not None}
+    unknown = sorted(set(opts) - set(inspect.signature(cls).parameters))
+    if unknown:
+        raise BadRequestError(f"backend {backend!r} does not take the option(s) {', '.join(unknown)}")
+    return cls(ref, **opts)

@@ -1,0 +1,60 @@
+"""What the in-process backends share: messages -> prompt -> token ids -> :func:`stream_tokens`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .. import prompt as prompt_mod
+from .base import Event, SamplingParams, check_context, stream_tokens
+
+
+class LocalEngine:
+    """Base for backends that hold the weights in this process.
+
+    Subclasses set ``name``, ``model_name``, ``context_length``, ``chat_template``, ``special_tokens``
+    (``bos_token``/``eos_token`` strings for the template) and ``eos_ids``, and implement ``encode``,
+    ``decode`` and ``token_steps``.
+    """
+
+    name = "local"
+    model_name = ""
+    context_length = 2048
+    chat_template: str | None = None
+    special_tokens: dict[str, str] = {}
+    eos_ids: set[int] = set()
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def decode(self, ids: Sequence[int]) -> str:
+        raise NotImplementedError
+
+    def token_steps(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
+        raise NotImplementedError
+
+    def render(self, messages: Any, tools: list[dict] | None = None) -> str:
+        """The prompt text for ``messages`` under this model's chat template (Phi-4-mini's if it has none)."""
+        return prompt_mod.render(messages, self.chat_template, tools=tools, **self.special_tokens)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def generate(self, messages: Any, params: SamplingParams, *, tools: list[dict] | None = None) -> Iterator[Event]:
+        """Stream a reply to ``messages``: :class:`TextDelta` events, then one :class:`Done`.
+
+        Raises:
+            BadRequestError: invalid messages, or a prompt that does not fit the context window.
+        """
+        started = time.perf_counter()
+        ids = self.encode(self.render(messages, tools))
+        check_context(len(ids), params, self.context_length)
+        return stream_tokens(
+            self.token_steps(ids, params),
+            decode=self.decode,
+            eos_ids=self.eos_ids,
+            prompt_tokens=len(ids),
+            params=params,
+            started=started,
+        )

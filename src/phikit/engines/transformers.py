@@ -1,0 +1,251 @@
+"""transformers backend: HF checkpoints (Phi-4-mini nf4/bf16 on CUDA, bf16/fp32 on CPU) and GGUF files.
+
+The decode loop is gpt-fast's shape: :func:`prefill` and :func:`decode_one` are top-level functions with
+shape comments, :func:`sample` picks the next token, and ``token_steps`` chains them. This is the backend
+LoRA training and adapters use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from ..errors import BadRequestError, PhikitError
+from ..models import ModelRef, local_snapshot
+from .base import SamplingParams
+from .local import LocalEngine
+
+PRECISIONS = ("auto", "nf4", "bf16", "fp32")
+
+
+def note(message: str) -> None:
+    """One-line notice on stderr (loading choices the user should know about)."""
+    print(f"note: {message}", file=sys.stderr)
+
+
+def cache_root() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("PHIKIT_CACHE") or user_cache_dir("phikit"))
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def pick_precision(precision: str, device: str, fmt: str) -> str:
+    """Resolve ``auto`` and fall back from nf4 where bitsandbytes cannot run.
+
+    ``auto`` is nf4 for checkpoints on CUDA (the seeds' recipe), bf16 for checkpoints on CPU and fp32 for
+    the small dequantized GGUF models on CPU (fp32 matmuls are the fastest CPU path).
+
+    Raises:
+        BadRequestError: an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise BadRequestError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device == "cuda":
+            return "nf4" if fmt == "hf" else "bf16"
+        if fmt == "hf":
+            note("no CUDA device: loading in bf16 on CPU (nf4 needs CUDA; --precision fp32 is faster if memory allows)")
+            return "bf16"
+        return "fp32"
+    if precision == "nf4" and device != "cuda":
+        note("nf4 needs CUDA and bitsandbytes; falling back to bf16 on CPU")
+        return "bf16"
+    return precision
+
+
+def load_kwargs(precision: str, device: str) -> dict:
+    """``from_pretrained`` keyword arguments for a precision: nf4 exactly as the seeds describe.
+
+    Source: the Phi-4-mini tutorial and guide (``BitsAndBytesConfig(load_in_4bit=True,
+    bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)``).
+    """
+    if precision == "nf4":
+        from transformers import BitsAndBytesConfig
+
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        )
+        return {"quantization_config": quant, "device_map": "auto", "dtype": torch.bfloat16}
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    kw = {"dtype": dtype}
+    if device == "cuda":
+        kw["device_map"] = "auto"
+    return kw
+
+
+def gguf_to_checkpoint(gguf: Path) -> Path:
+    """Dequantize a GGUF file into a transformers checkpoint once, cached by the file's sha256.
+
+    Loading GGUF through transformers dequantizes every tensor (about 18 s for the 135M model on 2 cores);
+    the cached safetensors load in a second or two. The cache is written to a temporary directory and
+    renamed into place, so an interrupted conversion never leaves a half-written checkpoint.
+
+    Returns:
+        Directory with config, tokenizer and ``model.safetensors``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_root() / "gguf" / file_sha256(gguf)[:24]
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    note(f"converting {gguf.name} to a transformers checkpoint once (cached in {target})")
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # save_pretrained refuses GGUF-"quantized" models; the weights are plain tensors now, so save them directly.
+        from safetensors.torch import save_model
+
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        model.generation_config.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except FileExistsError:  # another process won the race; theirs is complete
+        pass
+    except OSError as exc:
+        if not (target / "config.json").exists():
+            raise PhikitError(f"could not convert {gguf}: {exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@torch.inference_mode()
+def prefill(model, input_ids: torch.Tensor, cache) -> torch.Tensor:
+    # input_ids: [1, T] -> logits of the last position: [V] (fp32)
+    out = model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return out.logits[0, -1].float()
+
+
+@torch.inference_mode()
+def decode_one(model, token: torch.Tensor, cache) -> torch.Tensor:
+    # token: [1, 1] -> logits: [V] (fp32)
+    out = model(input_ids=token, past_key_values=cache, use_cache=True)
+    return out.logits[0, -1].float()
+
+
+def sample(
+    logits: torch.Tensor, seen: Sequence[int], params: SamplingParams, generator: torch.Generator | None
+) -> int:
+    """Pick the next token from ``logits`` [V].
+
+    Order, as in transformers' ``generate``: constraints (``params.logits_processors``), repetition penalty,
+    then temperature, top-k and top-p via transformers' own warpers, then argmax or a multinomial draw.
+    """
+    from transformers.generation.logits_process import (
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    for proc in params.logits_processors:
+        logits = proc(seen, logits)
+    scores = logits.unsqueeze(0)  # [1, V]
+    if params.repetition_penalty != 1.0:
+        ids = torch.tensor([list(seen)], device=scores.device)
+        scores = RepetitionPenaltyLogitsProcessor(params.repetition_penalty)(ids, scores)
+    if params.greedy:
+        return int(scores.argmax(-1))
+    scores = TemperatureLogitsWarper(params.temperature)(None, scores)
+    if params.top_k:
+        scores = TopKLogitsWarper(params.top_k)(None, scores)
+    if params.top_p < 1.0:
+        scores = TopPLogitsWarper(params.top_p)(None, scores)
+    probs = torch.softmax(scores, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+class TransformersEngine(LocalEngine):
+    """A transformers causal LM with its tokenizer.
+
+    Args:
+        ref: resolved model (``hf`` checkpoint or ``gguf`` file).
+        precision: ``auto`` | ``nf4`` | ``bf16`` | ``fp32`` (see :func:`pick_precision`).
+        device: ``cuda`` or ``cpu``; None picks CUDA when available.
+        model, tokenizer: already-loaded objects (tests, adapters); skips loading.
+
+    Raises:
+        ModelNotFoundError: the checkpoint is not on disk and the hub is unreachable.
+        PhikitError: the checkpoint could not be loaded (the reason in one line).
+    """
+
+    name = "transformers"
+
+    def __init__(self, ref: ModelRef, *, precision: str = "auto", device: str | None = None, model=None, tokenizer=None):
+        self.model_name = ref.name
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.precision = pick_precision(precision, self.device, ref.format)
+        if model is None:
+            model, tokenizer = self._load(ref)
+        self.model, self.tokenizer = model.eval(), tokenizer
+        cfg = model.config
+        self.context_length = int(getattr(cfg, "max_position_embeddings", 0) or 4096)
+        self.chat_template = getattr(tokenizer, "chat_template", None)
+        self.special_tokens = {"bos_token": tokenizer.bos_token or "", "eos_token": tokenizer.eos_token or ""}
+        eos = getattr(model.generation_config, "eos_token_id", None)
+        eos = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
+
+    def _load(self, ref: ModelRef):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = gguf_to_checkpoint(Path(ref.source)) if ref.is_gguf else local_snapshot(ref)
+        try:
+            tok = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs(self.precision, self.device))
+        except ImportError as exc:
+            raise PhikitError(f"loading {ref.source} in {self.precision} needs a missing package: {exc}") from None
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PhikitError(f"could not load {ref.source}: {first}") from None
+        if "device_map" not in load_kwargs(self.precision, self.device):
+            model.to(self.device)
+        return model, tok
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the loaded weights (``get_memory_footprint``; nf4 counts packed 4-bit storage)."""
+        return int(self.model.get_memory_footprint())
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def token_steps(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
+        """Yield one token id per step; stopping iteration frees the KV cache."""
+        from transformers import DynamicCache
+
+        generator = None
+        if params.seed is not None and not params.greedy:
+            generator = torch.Generator(device=self.model.device).manual_seed(params.seed)
+        cache = DynamicCache()
+        seen = list(prompt_ids)
+        logits = prefill(self.model, torch.tensor([prompt_ids], device=self.model.device), cache)
+        while True:
+            tok = sample(logits, seen, params, generator)
+            yield tok
+            seen.append(tok)
+            logits = decode_one(self.model, torch.tensor([[tok]], device=self.model.device), cache)

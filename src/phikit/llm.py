@@ -1,0 +1,200 @@
+"""The Python API: ``phikit.load`` -> :class:`LLM`; ``LLM.chat`` -> :class:`ChatResult` or an event stream."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import cot as cot_mod
+from .engines import Done, Engine, Event, SamplingParams, TextDelta, Usage, load_engine
+from .errors import BadRequestError
+from .models import resolve
+from .prompt import normalize_messages
+
+PARAM_NAMES = tuple(f.name for f in dataclasses.fields(SamplingParams))
+
+
+@dataclass
+class ChatResult:
+    """A finished reply.
+
+    Attributes:
+        text: everything the model wrote.
+        answer: with ``cot=True``, the text after the final ``Answer:`` line (None if the model wrote none);
+            otherwise the text itself.
+        reasoning: with ``cot=True``, the steps before the answer; otherwise None.
+        note: why ``answer`` is None, when it is.
+        finish_reason: ``stop`` | ``length`` | ``cancelled``.
+        usage: prompt and completion tokens.
+        ttft_ms: time to first token, milliseconds.
+        tokens_per_s: decode speed after the first token.
+    """
+
+    text: str
+    model: str
+    backend: str
+    finish_reason: str
+    usage: Usage
+    ttft_ms: float
+    tokens_per_s: float
+    answer: str | None = None
+    reasoning: str | None = None
+    note: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape printed by ``phikit ask --json``."""
+        out = {
+            "text": self.text,
+            "answer": self.answer,
+            "reasoning": self.reasoning,
+            "model": self.model,
+            "backend": self.backend,
+            "usage": {"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens},
+            "ttft_ms": round(self.ttft_ms, 1),
+            "tokens_per_s": round(self.tokens_per_s, 1),
+            "finish_reason": self.finish_reason,
+        }
+        if self.note:
+            out["note"] = self.note
+        out.update(self.extra)
+        return out
+
+
+def sampling_params(**params: Any) -> SamplingParams:
+    """Build :class:`SamplingParams`, rejecting unknown names with one clear line.
+
+    Raises:
+        BadRequestError: an unknown parameter or an invalid value.
+    """
+    unknown = sorted(set(params) - set(PARAM_NAMES))
+    if unknown:
+        raise BadRequestError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(PARAM_NAMES)}")
+    return SamplingParams(**{k: v for k, v in params.items() if v is not None})
+
+
+def finish(events: Iterator[Event], *, model: str, backend: str, cot: bool = False) -> ChatResult:
+    """Drain an event stream into a :class:`ChatResult` (parsing CoT when asked)."""
+    done = None
+    for ev in events:
+        if isinstance(ev, Done):
+            done = ev
+    assert done is not None, "an engine stream must end with Done"
+    result = ChatResult(
+        text=done.text,
+        model=model,
+        backend=backend,
+        finish_reason=done.finish_reason,
+        usage=done.usage,
+        ttft_ms=done.ttft_ms,
+        tokens_per_s=done.tokens_per_s,
+        answer=done.text,
+    )
+    if cot:
+        parsed = cot_mod.parse_cot(done.text)
+        result.answer, result.reasoning, result.note = parsed.answer, parsed.reasoning, parsed.note
+    return result
+
+
+class LLM:
+    """A loaded model on one backend. Thread-compatible, not thread-safe: serialize calls per instance."""
+
+    def __init__(self, engine: Engine, system_prompt: str | None = None):
+        self.engine = engine
+        self.system_prompt = system_prompt
+
+    @property
+    def model(self) -> str:
+        return self.engine.model_name
+
+    @property
+    def backend(self) -> str:
+        return self.engine.name
+
+    def stream(self, messages: Any, *, cot: bool = False, tools: list[dict] | None = None, **params: Any) -> Iterator[Event]:
+        """Stream :class:`TextDelta` events then one :class:`Done`. Closing the iterator stops generation.
+
+        Raises:
+            BadRequestError: invalid messages or parameters (raised here, before any token).
+        """
+        msgs = normalize_messages(messages)
+        if self.system_prompt and msgs[0]["role"] != "system":
+            msgs = [{"role": "system", "content": self.system_prompt}, *msgs]
+        if cot:
+            msgs = cot_mod.with_cot_prompt(msgs)
+        return self.engine.generate(msgs, sampling_params(**params), tools=tools)
+
+    def chat(self, messages: Any, *, stream: bool = False, cot: bool = False, tools: list[dict] | None = None, **params: Any):
+        """Answer ``messages`` (OpenAI-shaped list, or a string for one user turn).
+
+        Args:
+            messages: the conversation.
+            stream: return the event iterator instead of a finished result.
+            cot: ask for labelled steps and a final ``Answer:`` line; the result splits them.
+            tools: tool definitions rendered into the prompt.
+            **params: :class:`SamplingParams` fields (max_new_tokens, temperature, top_p, top_k,
+                repetition_penalty, seed, stop).
+
+        Returns:
+            :class:`ChatResult`, or with ``stream=True`` an iterator of events.
+
+        Raises:
+            BadRequestError: invalid messages or parameters.
+        """
+        events = self.stream(messages, cot=cot, tools=tools, **params)
+        if stream:
+            return events
+        return finish(events, model=self.model, backend=self.backend, cot=cot)
+
+
+def load(model: str | None = None, *, backend: str = "auto", **opts: Any) -> LLM:
+    """Load a model: registry name, hub id, local directory or ``.gguf`` path (default: ``$PHIKIT_MODEL`` or
+    the embedded SmolLM2-135M).
+
+    Args:
+        model: what to load.
+        backend: ``auto`` | ``llamacpp`` | ``transformers``.
+        **opts: backend options, e.g. ``precision="nf4"`` or ``n_ctx=8192``.
+
+    Raises:
+        ModelNotFoundError: the model is unknown or not on disk and the hub is unreachable.
+        BadRequestError: a bad backend or option.
+    """
+    ref = resolve(model)
+    return LLM(load_engine(ref, backend, **opts), system_prompt=ref.system_prompt)
+
+
+_loaded: dict[tuple, LLM] = {}
+
+
+def ask(
+    messages: Any,
+    tools: list[dict] | None = None,
+    max_new_tokens: int = 512,
+    temperature: float = 0.3,
+    stream: bool = False,
+    *,
+    model: str | None = None,
+    backend: str = "auto",
+    **params: Any,
+):
+    """One call, as the seeds' ``ask_phi(messages, tools=None, max_new_tokens=512, temperature=0.3,
+    stream=False)``: loads the model once per process and answers.
+
+    Returns:
+        :class:`ChatResult` (``str(result)`` is the text), or the event iterator with ``stream=True``.
+    """
+    key = (model, backend)
+    if key not in _loaded:
+        _loaded[key] = load(model, backend=backend)
+    return _loaded[key].chat(
+        messages, stream=stream, tools=tools, max_new_tokens=max_new_tokens, temperature=temperature, **params
+    )
+
+
+__all__ = ["LLM", "ChatResult", "TextDelta", "Done", "ask", "load", "sampling_params"]

@@ -1,0 +1,47 @@
+"""Shared fixtures: the embedded model on each backend, loaded once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if _cuda():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def llama_llm():
+    import phikit
+
+    return phikit.load("smollm2-135m", backend="llamacpp")
+
+
+@pytest.fixture(scope="session")
+def hf_llm():
+    import phikit
+
+    return phikit.load("smollm2-135m", backend="transformers")
+
+
+@pytest.fixture(params=["llamacpp", "transformers"])
+def any_llm(request):
+    return request.getfixturevalue("llama_llm" if request.param == "llamacpp" else "hf_llm")

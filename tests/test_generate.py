@@ -1,0 +1,110 @@
+"""Real generation from the embedded SmolLM2-135M on both backends (greedy, so reproducible)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from phikit import BadRequestError, Done, TextDelta
+
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def collect(events):
+    deltas, done = [], None
+    for ev in events:
+        if isinstance(ev, TextDelta):
+            deltas.append(ev.text)
+        else:
+            assert isinstance(ev, Done)
+            done = ev
+    return deltas, done
+
+
+def test_capital_of_france_mentions_paris(any_llm):
+    result = any_llm.chat(FRANCE, temperature=0, max_new_tokens=40)
+    assert "Paris" in result.text
+    assert result.finish_reason in ("stop", "length")
+    assert result.usage.prompt_tokens > 5
+    assert 0 < result.usage.completion_tokens <= 40
+    assert result.ttft_ms > 0 and result.tokens_per_s > 0
+
+
+def test_streamed_deltas_join_to_decoded_tokens_and_to_non_streamed_text(any_llm):
+    q = [{"role": "user", "content": "Write a short poem about the sea, with an emoji 🌊 and the word café."}]
+    deltas, done = collect(any_llm.chat(q, stream=True, temperature=0, max_new_tokens=60))
+    assert len(deltas) > 5  # really streamed, not one blob
+    joined = "".join(deltas)
+    assert joined == done.text
+    assert joined == any_llm.engine.decode(done.token_ids)
+    assert "\ufffd" not in joined
+    again = any_llm.chat(q, temperature=0, max_new_tokens=60)
+    assert again.text == joined
+
+
+def test_max_new_tokens_is_honoured(any_llm):
+    result = any_llm.chat("Write a long story about a cat who learns to sail.", temperature=0, max_new_tokens=7)
+    assert result.usage.completion_tokens == 7
+    assert result.finish_reason == "length"
+
+
+def test_stop_string_ends_generation_and_is_not_included(any_llm):
+    free = any_llm.chat("List the days of the week, one per line.", temperature=0, max_new_tokens=60).text
+    assert "Tuesday" in free
+    result = any_llm.chat(
+        "List the days of the week, one per line.", temperature=0, max_new_tokens=60, stop=["Tuesday"]
+    )
+    assert result.finish_reason == "stop"
+    assert "Tuesday" not in result.text
+    assert free.startswith(result.text)
+
+
+def test_closing_the_stream_stops_generation(llama_llm):
+    events = llama_llm.chat("Tell me a long story about a dragon.", stream=True, temperature=0, max_new_tokens=200)
+    first = next(events)
+    assert isinstance(first, TextDelta)
+    events.close()
+    with pytest.raises(StopIteration):
+        next(events)
+
+
+def test_cancel_event_finishes_with_cancelled(any_llm):
+    cancel = threading.Event()
+    n = 0
+    done = None
+    for ev in any_llm.chat("Tell me a long story.", stream=True, temperature=0, max_new_tokens=200, cancel=cancel):
+        if isinstance(ev, TextDelta):
+            n += 1
+            if n == 3:
+                cancel.set()
+        else:
+            done = ev
+    assert done.finish_reason == "cancelled"
+    assert done.usage.completion_tokens < 20
+
+
+def test_seeded_sampling_is_reproducible(any_llm):
+    kw = dict(temperature=1.0, top_p=0.9, top_k=50, seed=1234, max_new_tokens=20)
+    a = any_llm.chat("Name a colour and an animal.", **kw).text
+    b = any_llm.chat("Name a colour and an animal.", **kw).text
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    "params, needle",
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"temperature": -0.1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"bogus": 1}, "unknown parameter"),
+    ],
+)
+def test_bad_parameters_raise_one_clear_error(llama_llm, params, needle):
+    with pytest.raises(BadRequestError, match=needle):
+        llama_llm.chat("hi", **params)
+
+
+def test_prompt_over_context_window_is_refused(llama_llm):
+    with pytest.raises(BadRequestError, match="context window"):
+        llama_llm.chat("word " * 5000)
