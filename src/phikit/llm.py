@@ -129,14 +129,28 @@ class LLM:
             msgs = cot_mod.with_cot_prompt(msgs)
         return self.engine.generate(msgs, sampling_params(**params), tools=tools)
 
-    def chat(self, messages: Any, *, stream: bool = False, cot: bool = False, tools: list[dict] | None = None, **params: Any):
+    def chat(
+        self,
+        messages: Any,
+        *,
+        stream: bool = False,
+        cot: bool = False,
+        tools: list | None = None,
+        tool_choice: str | dict = "auto",
+        response_format: dict | None = None,
+        kb: Any = None,
+        **params: Any,
+    ):
         """Answer ``messages`` (OpenAI-shaped list, or a string for one user turn).
 
         Args:
             messages: the conversation.
             stream: return the event iterator instead of a finished result.
             cot: ask for labelled steps and a final ``Answer:`` line; the result splits them.
-            tools: tool definitions rendered into the prompt.
+            tools: tool definitions (typed functions, OpenAI dicts or plain ``{name, parameters}`` dicts).
+            tool_choice: ``auto`` | ``none`` | ``required`` | ``{"type": "function", "function": {"name": ...}}``.
+            response_format: ``{"type": "json_schema", "json_schema": {"schema": ...}}`` constrains the answer.
+            kb: a knowledge base (directory or loaded index): answer only from it, with citations.
             **params: :class:`SamplingParams` fields (max_new_tokens, temperature, top_p, top_k,
                 repetition_penalty, seed, stop).
 
@@ -146,6 +160,13 @@ class LLM:
         Raises:
             BadRequestError: invalid messages or parameters.
         """
+        if kb is not None:
+            from .rag.grounded import grounded_chat
+
+            return grounded_chat(
+                self, messages, kb, stream=stream, cot=cot, tools=tools, tool_choice=tool_choice, **params
+            )
+        # TOOLS: tool_choice / response_format handling is added by the tool-calling work (issue 4).
         events = self.stream(messages, cot=cot, tools=tools, **params)
         if stream:
             return events

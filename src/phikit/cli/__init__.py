@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 # Each module defines its commands on `app` when imported.
-COMMAND_MODULES = ["core"]
+COMMAND_MODULES = ["core", "tools", "kb", "serve"]
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")
 

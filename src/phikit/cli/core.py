@@ -46,6 +46,9 @@ def stream_to_terminal(events) -> object:
             sys.stdout.flush()
         elif isinstance(ev, Done):
             done = ev
+        else:  # tool calls, tool results, citations: their __str__ is meant for people
+            sys.stdout.flush()
+            print(f"\n{ev}", file=sys.stderr)
     sys.stdout.write("\n")
     return done
 
@@ -71,6 +74,9 @@ def ask(
     top_k: Annotated[int, typer.Option("--top-k")] = 0,
     seed: SeedOpt = None,
     stop: Annotated[list[str], typer.Option("--stop", help="Stop string (repeatable).")] = [],  # noqa: B006
+    tools: Annotated[Optional[str], typer.Option("--tools", help="Comma-separated built-in tools, e.g. calculate.")] = None,
+    tool_choice: Annotated[str, typer.Option("--tool-choice", help="auto | none | required | a tool name")] = "auto",
+    kb: Annotated[Optional[str], typer.Option("--kb", help="Answer only from this knowledge base, with citations.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of streaming.")] = False,
 ) -> None:
     """Answer one question, streaming tokens to the terminal."""
@@ -82,7 +88,12 @@ def ask(
     params = params_from_cli(max_tokens, temperature, top_p, top_k, seed, stop)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
     llm = load_llm(model, backend, precision)
-    events = llm.chat(messages, stream=True, cot=cot, **params)
+    extra = {}
+    if tools:
+        extra.update(tools=[t.strip() for t in tools.split(",") if t.strip()], tool_choice=tool_choice)
+    if kb:
+        extra["kb"] = kb
+    events = llm.chat(messages, stream=True, cot=cot, **extra, **params)
     if as_json:
         result = finish(events, model=llm.model, backend=llm.backend, cot=cot)
         print(json.dumps(result.to_dict(), ensure_ascii=False))
