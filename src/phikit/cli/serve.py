@@ -1,5 +1,56 @@
-"""`phikit serve`: the OpenAI- and Ollama-compatible server."""
+"""``phikit serve``: the OpenAI- and Ollama-compatible server, with the web chat page at ``/``."""
 
 from __future__ import annotations
 
-from . import app  # noqa: F401
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import app
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p")] = 8000,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name, hub id, directory or .gguf path; with --backend openai, the remote model's name.")] = None,
+    backend: Annotated[str, typer.Option("--backend", "-b", help="auto | llamacpp | transformers | openai")] = "auto",
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="--backend openai: the remote server, e.g. http://gpu-box:8000/v1")] = None,
+    remote_key: Annotated[Optional[str], typer.Option("--remote-api-key", help="--backend openai: key for the remote server (or $OPENAI_API_KEY).")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="transformers backend: auto | nf4 | bf16 | fp32")] = None,
+    kb: Annotated[list[str], typer.Option("--kb", help="Knowledge base folder (repeatable); the first answers every chat unless a request says phikit.kb=false.")] = [],  # noqa: B006
+    api_key: Annotated[Optional[str], typer.Option("--api-key", help="Require 'Authorization: Bearer KEY' on /v1 and /api (or $PHIKIT_API_KEY).")] = None,
+    max_queue: Annotated[int, typer.Option("--max-queue", help="Requests that may wait for the model; more get 429.")] = 16,
+    timeout: Annotated[float, typer.Option("--timeout", help="Per-request limit in seconds, queueing included.")] = 600.0,
+) -> None:
+    """Serve a model over OpenAI's and Ollama's APIs, with a chat page at http://HOST:PORT/."""
+    from ..errors import BadRequestError
+    from ..llm import load
+
+    if max_queue < 0 or timeout <= 0:
+        raise BadRequestError("--max-queue must be >= 0 and --timeout > 0")
+    kbs = {}
+    for path in kb:
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise BadRequestError(f"knowledge base {path!r} does not exist; build it with `phikit kb add`")
+        kbs[p.resolve().name] = str(p)
+    opts = {"precision": precision} if precision else {}
+    if backend == "openai":
+        opts.update(base_url=base_url, api_key=remote_key)
+    elif base_url:
+        raise BadRequestError("--base-url is for --backend openai")
+    llm = load(model, backend=backend, **opts)
+
+    import uvicorn
+
+    from ..serve import create_app
+
+    key = api_key or os.environ.get("PHIKIT_API_KEY")
+    server = create_app(llm, api_key=key, kbs=kbs, max_queue=max_queue, timeout_s=timeout)
+    print(f"phikit serve · {llm.model} on {llm.backend} · http://{host}:{port}/ (chat page), /v1 (OpenAI), /api (Ollama)"
+          f"{' · API key required' if key else ''} · requests are queued one at a time, not batched", file=sys.stderr)
+    uvicorn.run(server, host=host, port=port, log_level="warning")

@@ -1,0 +1,255 @@
+"""What both APIs share: a request becomes a :class:`ChatJob`; the job's engine events become :class:`Part` s.
+
+The OpenAI and Ollama routes only format parts (SSE chunks, NDJSON lines, JSON bodies), so tool calls,
+citations, CoT and timings behave the same on both.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engines import Done, TextDelta
+from ..errors import BadRequestError
+
+# How a tool call may begin: Phi-4-mini's `functools[...]`, its `<|tool_call|>` token, bare JSON, a fence.
+# While the reply could still be one of these, streamed text is held back (mlx-lm's server does the same).
+TOOL_CALL_STARTS = ("functools", "<|tool_call|>", "<tool_call>", "[", "{", "```")
+
+
+class NotSupportedError(Exception):
+    """A feature this server cannot provide (HTTP 501)."""
+
+
+@dataclass
+class ChatJob:
+    """One chat request, validated, in phikit's terms."""
+
+    messages: list[dict]
+    params: dict[str, Any]  # SamplingParams fields
+    tools: list[dict] | None = None
+    tool_choice: Any = None
+    response_format: dict | None = None
+    cot: bool = False
+    kb: Any = None
+    execute_tools: bool = False
+    raw_prompt: str | None = None  # /v1/completions and /api/generate with raw=true: no chat template
+
+    def chat_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"cot": self.cot}
+        if self.tools:
+            kw["tools"] = self.tools
+            if self.tool_choice is not None:
+                kw["tool_choice"] = self.tool_choice
+        if self.response_format is not None:
+            kw["response_format"] = self.response_format
+        if self.kb is not None:
+            kw["kb"] = self.kb
+        return kw
+
+
+@dataclass
+class Part:
+    """A piece of a reply, API-neutral.
+
+    ``kind`` is ``text`` (``text``), ``tool_calls`` (``tool_calls``: OpenAI-shaped, unexecuted), ``event``
+    (``data``: citations, retrieved passages, executed tool calls and results) or ``done`` (``done``:
+    the engine's :class:`Done`; ``data``: phikit extras for the response; ``finish_reason``: the API's).
+    """
+
+    kind: str
+    text: str = ""
+    tool_calls: list[dict] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    done: Done | None = None
+    finish_reason: str = ""
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def sampling(
+    *, max_tokens=None, temperature=None, top_p=None, top_k=None, seed=None, stop=None, repetition_penalty=None
+) -> dict[str, Any]:
+    """Map API fields to :class:`~phikit.engines.SamplingParams` names, dropping the unset ones."""
+    if isinstance(stop, str):
+        stop = [stop]
+    out = dict(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+               stop=tuple(stop) if stop else None, repetition_penalty=repetition_penalty)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def check_params(params: dict[str, Any]) -> None:
+    """Validate sampling values now, on the event loop, so bad values are a 400 before queueing.
+
+    Raises:
+        BadRequestError: an invalid value.
+    """
+    from ..llm import sampling_params
+
+    sampling_params(**params)
+
+
+def start_job(llm, job: ChatJob):
+    """The callable :meth:`ModelWorker.stream` runs in its thread: ``cancel -> iterator of events``."""
+
+    def start(cancel) -> Iterator[Any]:
+        params = {**job.params, "cancel": cancel}
+        if job.raw_prompt is not None:
+            return context_guard(llm, raw_completion(llm, job.raw_prompt, params))
+        if job.execute_tools:
+            return run_agent_events(llm, job, params)
+        return context_guard(llm, llm.chat(job.messages, stream=True, **job.chat_kwargs(), **params))
+
+    return start
+
+
+def context_guard(llm, events: Iterator[Any]) -> Iterator[Any]:
+    """End a reply that fills llama.cpp's context window with ``finish_reason="length"`` instead of a crash.
+
+    llama.cpp raises ``RuntimeError("llama_decode returned 1")`` when prompt + generated tokens reach
+    ``n_ctx``; at that point the window is full, so prompt tokens = window - generated tokens.
+    """
+    from ..engines import Usage
+
+    texts: list[str] = []
+    started = time.perf_counter()
+    try:
+        for ev in events:
+            if isinstance(ev, TextDelta):
+                texts.append(ev.text)
+            yield ev
+    except RuntimeError as exc:
+        if "llama_decode" not in str(exc):
+            raise
+        text = "".join(texts)
+        n = llm.engine.count_tokens(text) if text else 0
+        ctx = llm.engine.context_length
+        yield Done("length", Usage(max(0, ctx - n), n), (time.perf_counter() - started) * 1000, 0.0, text)
+
+
+def raw_completion(llm, prompt: str, params: dict[str, Any]) -> Iterator[Any]:
+    """Continue ``prompt`` as plain text (no chat template) where the engine exposes its tokenizer.
+
+    Engines without one (the remote ``openai`` backend) get the prompt as one user message.
+    """
+    from ..engines.base import check_context, stream_tokens
+    from ..llm import sampling_params
+
+    engine = llm.engine
+    sp = sampling_params(**params)
+    if not (hasattr(engine, "encode") and hasattr(engine, "token_steps")):
+        return engine.generate([{"role": "user", "content": prompt}], sp)
+    started = time.perf_counter()
+    ids = engine.encode(prompt)
+    if not ids:
+        raise BadRequestError("the prompt is empty: give some text to continue")
+    check_context(len(ids), sp, engine.context_length)
+    return stream_tokens(engine.token_steps(ids, sp), decode=engine.decode, eos_ids=engine.eos_ids,
+                         prompt_tokens=len(ids), params=sp, started=started)
+
+
+def run_agent_events(llm, job: ChatJob, params: dict[str, Any]) -> Iterator[Any]:
+    """Run phikit's agent loop with the server's built-in tools (``phikit.execute_tools``).
+
+    Raises:
+        NotSupportedError: the agent loop is not available in this build.
+    """
+    try:
+        from ..agent import run_agent
+    except ImportError:
+        raise NotSupportedError("execute_tools is not available: this phikit build has no agent loop") from None
+    names = [t["function"]["name"] for t in job.tools or []]
+    return run_agent(llm, job.messages, tools=names, stream=True, **{k: v for k, v in job.chat_kwargs().items()
+                                                                     if k not in ("tools", "tool_choice")}, **params)
+
+
+def parse_tool_calls(text: str, tools: list[dict] | None) -> list[dict]:
+    """OpenAI-shaped tool calls found in ``text`` (empty when none, or when phikit.tools is absent)."""
+    if not tools:
+        return []
+    try:
+        from ..tools import parse_tool_calls as parse
+    except ImportError:
+        return []
+    calls = parse(text, tools) or []
+    out = []
+    for c in calls:
+        c = c if isinstance(c, dict) else getattr(c, "to_openai", lambda: c)()
+        fn = c.get("function", c)
+        args = fn.get("arguments", {})
+        out.append({
+            "id": c.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": fn["name"], "arguments": args if isinstance(args, str) else json.dumps(args)},
+        })
+    return out
+
+
+def _event_data(ev: Any) -> dict[str, Any]:
+    """phikit's non-text events (citations, retrieved passages, tool calls/results) as JSON-able dicts."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(ev):
+        data = dataclasses.asdict(ev)
+    elif hasattr(ev, "to_dict"):
+        data = ev.to_dict()
+    else:
+        data = dict(vars(ev))
+    return {"type": type(ev).__name__, **json.loads(json.dumps(data, default=str))}
+
+
+async def parts(events: AsyncIterator[Any], job: ChatJob) -> AsyncIterator[Part]:
+    """Turn engine events into :class:`Part` s: text (held back while it may be a tool call), tool calls,
+    extras, then one ``done``.
+
+    With tools offered (and ``tool_choice`` not ``none``) the reply is checked for tool calls at the end;
+    found ones come back unexecuted, in OpenAI's shape, with finish reason ``tool_calls``.
+    """
+    want_tools = bool(job.tools) and job.tool_choice != "none" and not job.execute_tools
+    held = ""  # text not yet sent because it may be the start of a tool call
+    holding = want_tools
+    extras: dict[str, Any] = {}
+    events_seen: list[dict] = []
+    async for ev in events:
+        if isinstance(ev, TextDelta):
+            if not holding:
+                yield Part("text", text=ev.text)
+                continue
+            held += ev.text
+            head = held.lstrip()
+            if head and not any(head.startswith(s) or s.startswith(head) for s in TOOL_CALL_STARTS):
+                holding = False
+                yield Part("text", text=held)
+                held = ""
+        elif isinstance(ev, Done):
+            calls = parse_tool_calls(ev.text, job.tools) if want_tools else []
+            if held and not calls:
+                yield Part("text", text=held)
+            if calls:
+                yield Part("tool_calls", tool_calls=calls)
+            if job.cot:
+                from ..cot import parse_cot
+
+                parsed = parse_cot(ev.text)
+                extras.update(reasoning=parsed.reasoning, answer=parsed.answer)
+                if parsed.note:
+                    extras["note"] = parsed.note
+            if events_seen:
+                extras["events"] = events_seen
+            finish = "tool_calls" if calls else ("length" if ev.finish_reason == "length" else "stop")
+            yield Part("done", done=ev, data=extras, finish_reason=finish, tool_calls=calls)
+            return
+        else:
+            data = _event_data(ev)
+            for key in ("citations", "retrieved"):
+                if key in data and data[key] is not None:
+                    extras[key] = data[key]
+            if data["type"].lower().startswith("tool"):
+                events_seen.append(data)
+            yield Part("event", data=data)

@@ -1,0 +1,169 @@
+"""The generation worker: one model, shared by every request, driven off the event loop.
+
+Each request's generation runs in its own thread and feeds an ``asyncio.Queue`` through
+``loop.call_soon_threadsafe`` (the bridge vLLM's and mlx-lm's servers use). llama.cpp and our transformers
+decode loop are not thread-safe, so a lock serialises generations per model: on these backends requests are
+**queued, not batched**. The queue is bounded; past it :class:`QueueFullError` (HTTP 429 with Retry-After).
+A request that goes away (client disconnect, timeout) sets its ``cancel`` event, which the shared stream
+loop checks after every decode step, so the model stops within one token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engines import Done
+
+_END = object()
+
+
+class QueueFullError(Exception):
+    """Too many requests are waiting for the model.
+
+    Attributes:
+        retry_after: seconds after which a retry is likely to be admitted.
+    """
+
+    def __init__(self, waiting: int, retry_after: int):
+        super().__init__(
+            f"the server is busy: {waiting} requests are already waiting for the model; retry in {retry_after} s"
+        )
+        self.retry_after = retry_after
+
+
+class GenerationTimeout(Exception):
+    """A request ran past the server's per-request timeout."""
+
+
+@dataclass
+class WorkerStats:
+    """Counters read by ``/health`` and ``/metrics`` (and by the cancellation test)."""
+
+    started: int = 0
+    finished: int = 0
+    cancelled: int = 0  # generations stopped early by a disconnect or timeout
+    timed_out: int = 0
+    rejected: int = 0  # 429s
+    abandoned_in_queue: int = 0  # cancelled before they reached the model
+    last_cancelled_tokens: int = -1  # completion tokens of the last cancelled generation
+    busy_s: float = 0.0  # seconds the model spent generating
+    recent_s: list[float] = field(default_factory=list)  # durations of the last few requests
+
+
+class ModelWorker:
+    """Runs generations one at a time in worker threads, with a bounded wait queue.
+
+    Args:
+        max_queue: requests allowed to wait while one runs; the next one gets :class:`QueueFullError`.
+        timeout_s: wall-clock seconds a request may take, queueing included.
+    """
+
+    concurrency = 1  # generations that run at once on one model (llama.cpp is not thread-safe)
+
+    def __init__(self, *, max_queue: int = 16, timeout_s: float = 600.0):
+        self.max_queue = max_queue
+        self.timeout_s = timeout_s
+        self.lock = threading.Lock()
+        self.admitted = 0  # running + waiting; touched only on the event loop
+        self.running = 0
+        self.stats = WorkerStats()
+
+    @property
+    def waiting(self) -> int:
+        return max(0, self.admitted - self.running)
+
+    def retry_after(self) -> int:
+        """Seconds until the queue has likely drained by one request (mean recent duration x waiting)."""
+        recent = self.stats.recent_s[-20:]
+        mean = sum(recent) / len(recent) if recent else 1.0
+        return max(1, math.ceil(mean * max(1, self.waiting)))
+
+    def admit(self) -> None:
+        """Reserve a place, or raise :class:`QueueFullError`. Call :meth:`stream` right after."""
+        if self.admitted >= self.max_queue + self.concurrency:
+            self.stats.rejected += 1
+            raise QueueFullError(self.waiting, self.retry_after())
+        self.admitted += 1
+
+    async def stream(self, start: Callable[[threading.Event], Iterator[Any]]) -> AsyncIterator[Any]:
+        """Run ``start(cancel)`` in a worker thread under the model lock and yield its events here.
+
+        Args:
+            start: called in the worker thread once the model is free; returns the event iterator (raising
+                ``BadRequestError`` there is fine: it is re-raised to the caller before any event).
+
+        Yields:
+            The iterator's events. Exceptions from the thread are re-raised here.
+
+        Raises:
+            GenerationTimeout: past ``timeout_s``; generation is cancelled.
+
+        Closing this generator (a client disconnect) cancels the generation within one decode step.
+        The caller must have called :meth:`admit`.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+        put = lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)  # noqa: E731
+        thread = threading.Thread(target=self._run, args=(start, cancel, put), daemon=True, name="phikit-gen")
+        deadline = time.monotonic() + self.timeout_s
+        finished = False
+        try:
+            thread.start()
+            while True:
+                remaining = deadline - time.monotonic()
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=max(0.001, remaining))
+                except TimeoutError:
+                    cancel.set()
+                    self.stats.timed_out += 1
+                    raise GenerationTimeout(
+                        f"the request took longer than the server's {self.timeout_s:g} s timeout and was stopped"
+                    ) from None
+                if item is _END:
+                    finished = True
+                    return
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                yield item
+        finally:
+            if not finished:
+                cancel.set()
+            self.admitted -= 1
+
+    def _run(self, start, cancel: threading.Event, put) -> None:
+        """Worker thread: wait for the model (giving up if cancelled), generate, forward events."""
+        while not self.lock.acquire(timeout=0.05):
+            if cancel.is_set():
+                self.stats.abandoned_in_queue += 1
+                put(_END)
+                return
+        t0 = time.perf_counter()
+        self.running += 1
+        self.stats.started += 1
+        try:
+            if cancel.is_set():
+                self.stats.abandoned_in_queue += 1
+                return
+            for ev in start(cancel):
+                if isinstance(ev, Done) and ev.finish_reason == "cancelled":
+                    self.stats.cancelled += 1
+                    self.stats.last_cancelled_tokens = ev.usage.completion_tokens
+                put(ev)
+        except BaseException as exc:  # forwarded to the request; the server decides the status code
+            put(exc)
+        finally:
+            dt = time.perf_counter() - t0
+            self.stats.finished += 1
+            self.stats.busy_s += dt
+            self.stats.recent_s = [*self.stats.recent_s[-19:], dt]
+            self.running -= 1
+            self.lock.release()
+            put(_END)
