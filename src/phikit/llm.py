@@ -179,15 +179,16 @@ def load(model: str | None = None, *, backend: str = "auto", **opts: Any) -> LLM
 
     Args:
         model: what to load.
-        backend: ``auto`` | ``llamacpp`` | ``transformers``.
-        **opts: backend options, e.g. ``precision="nf4"`` or ``n_ctx=8192``.
+        backend: ``auto`` | ``llamacpp`` | ``transformers`` | ``openai`` (a remote OpenAI-compatible server).
+        **opts: backend options, e.g. ``precision="nf4"``, ``n_ctx=8192``, or for ``openai``
+            ``base_url="http://host:8000/v1"`` and ``api_key``.
 
     Raises:
         ModelNotFoundError: the model is unknown or not on disk and the hub is unreachable.
         BadRequestError: a bad backend or option.
     """
-    ref = resolve(model)
-    return LLM(load_engine(ref, backend, **opts), system_prompt=ref.system_prompt)
+    ref = model if backend == "openai" else resolve(model)  # a remote server names its own models
+    return LLM(load_engine(ref, backend, **opts), system_prompt=getattr(ref, "system_prompt", None))
 
 
 _loaded: dict[tuple, LLM] = {}

@@ -8,7 +8,7 @@ from ..errors import BadRequestError
 from ..models import ModelRef
 from .base import Done, Engine, Event, SamplingParams, TextDelta, Usage
 
-BACKENDS = ("auto", "llamacpp", "transformers")
+BACKENDS = ("auto", "llamacpp", "transformers", "openai")
 
 __all__ = ["BACKENDS", "Done", "Engine", "Event", "SamplingParams", "TextDelta", "Usage", "load_engine"]
 
@@ -26,12 +26,14 @@ def load_engine(ref: ModelRef, backend: str = "auto", **opts) -> Engine:
     Raises:
         BadRequestError: unknown backend, or options the backend does not take.
     """
-    if backend == "auto":
+    if backend == "auto" and ref is not None:
         backend = "llamacpp" if ref.is_gguf else "transformers"
     if backend == "llamacpp":
         from .llamacpp import LlamaCppEngine as cls
     elif backend == "transformers":
         from .transformers import TransformersEngine as cls
+    elif backend == "openai":  # a remote OpenAI-compatible server; ``ref`` is the server's model id (or None)
+        from .remote import OpenAIEngine as cls
     else:
         raise BadRequestError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     opts = {k: v for k, v in opts.items() if v is not None}
