@@ -16,10 +16,6 @@ from typing import Any
 from ..engines import Done, TextDelta
 from ..errors import BadRequestError
 
-# How a tool call may begin: Phi-4-mini's `functools[...]`, its `<|tool_call|>` token, bare JSON, a fence.
-# While the reply could still be one of these, streamed text is held back (mlx-lm's server does the same).
-TOOL_CALL_STARTS = ("functools", "<|tool_call|>", "<tool_call>", "[", "{", "```")
-
 
 class NotSupportedError(Exception):
     """A feature this server cannot provide (HTTP 501)."""
@@ -79,8 +75,8 @@ def sampling(
     """Map API fields to :class:`~phikit.engines.SamplingParams` names, dropping the unset ones."""
     if isinstance(stop, str):
         stop = [stop]
-    out = dict(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
-               stop=tuple(stop) if stop else None, repetition_penalty=repetition_penalty)
+    out = {"max_new_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
+               "stop": tuple(stop) if stop else None, "repetition_penalty": repetition_penalty}
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -169,28 +165,6 @@ def run_agent_events(llm, job: ChatJob, params: dict[str, Any]) -> Iterator[Any]
                                                                      if k not in ("tools", "tool_choice")}, **params)
 
 
-def parse_tool_calls(text: str, tools: list[dict] | None) -> list[dict]:
-    """OpenAI-shaped tool calls found in ``text`` (empty when none, or when phikit.tools is absent)."""
-    if not tools:
-        return []
-    try:
-        from ..tools import parse_tool_calls as parse
-    except ImportError:
-        return []
-    calls = parse(text, tools) or []
-    out = []
-    for c in calls:
-        c = c if isinstance(c, dict) else getattr(c, "to_openai", lambda: c)()
-        fn = c.get("function", c)
-        args = fn.get("arguments", {})
-        out.append({
-            "id": c.get("id") or f"call_{uuid.uuid4().hex[:24]}",
-            "type": "function",
-            "function": {"name": fn["name"], "arguments": args if isinstance(args, str) else json.dumps(args)},
-        })
-    return out
-
-
 def _event_data(ev: Any) -> dict[str, Any]:
     """phikit's non-text events (citations, retrieved passages, tool calls/results) as JSON-able dicts."""
     import dataclasses
@@ -205,32 +179,19 @@ def _event_data(ev: Any) -> dict[str, Any]:
 
 
 async def parts(events: AsyncIterator[Any], job: ChatJob) -> AsyncIterator[Part]:
-    """Turn engine events into :class:`Part` s: text (held back while it may be a tool call), tool calls,
-    extras, then one ``done``.
+    """Turn engine events into :class:`Part` s: text, tool calls, extras, then one ``done``.
 
-    With tools offered (and ``tool_choice`` not ``none``) the reply is checked for tool calls at the end;
-    found ones come back unexecuted, in OpenAI's shape, with finish reason ``tool_calls``.
+    ``LLM.chat`` already holds back text that looks like a tool call and emits each parsed call as a
+    ``ToolCallEvent`` before ``Done``; unexecuted calls become one ``tool_calls`` part and finish reason
+    ``tool_calls``. With ``execute_tools`` the agent loop's calls and results are events, shown not returned.
     """
-    want_tools = bool(job.tools) and job.tool_choice != "none" and not job.execute_tools
-    held = ""  # text not yet sent because it may be the start of a tool call
-    holding = want_tools
+    calls: list[dict] = []
     extras: dict[str, Any] = {}
     events_seen: list[dict] = []
     async for ev in events:
         if isinstance(ev, TextDelta):
-            if not holding:
-                yield Part("text", text=ev.text)
-                continue
-            held += ev.text
-            head = held.lstrip()
-            if head and not any(head.startswith(s) or s.startswith(head) for s in TOOL_CALL_STARTS):
-                holding = False
-                yield Part("text", text=held)
-                held = ""
+            yield Part("text", text=ev.text)
         elif isinstance(ev, Done):
-            calls = parse_tool_calls(ev.text, job.tools) if want_tools else []
-            if held and not calls:
-                yield Part("text", text=held)
             if calls:
                 yield Part("tool_calls", tool_calls=calls)
             if job.cot:
@@ -245,10 +206,12 @@ async def parts(events: AsyncIterator[Any], job: ChatJob) -> AsyncIterator[Part]
             finish = "tool_calls" if calls else ("length" if ev.finish_reason == "length" else "stop")
             yield Part("done", done=ev, data=extras, finish_reason=finish, tool_calls=calls)
             return
+        elif type(ev).__name__ == "ToolCallEvent" and not job.execute_tools:
+            calls.append(ev.call)
         else:
             data = _event_data(ev)
             for key in ("citations", "retrieved"):
-                if key in data and data[key] is not None:
+                if data.get(key) is not None:
                     extras[key] = data[key]
             if data["type"].lower().startswith("tool"):
                 events_seen.append(data)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -27,7 +27,7 @@ router = APIRouter(tags=["ollama"])
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def ollama_params(options: OllamaOptions | None, fmt: Any) -> tuple[dict[str, Any], dict | None]:
@@ -77,7 +77,7 @@ async def ndjson(state: ServerState, stream: AsyncIterator[Part], line, t0: floa
                 record(state, route, p.done, t0, first_at, len(p.tool_calls))
             if out is not None:
                 yield json.dumps(out, ensure_ascii=False) + "\n"
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the status line is already sent
         yield json.dumps({"error": to_api_error(exc).message}) + "\n"
 
 
@@ -201,7 +201,7 @@ def model_entry(state: ServerState) -> dict:
     engine = state.llm.engine
     return {
         "name": state.model, "model": state.model,
-        "modified_at": datetime.fromtimestamp(state.started_at, timezone.utc).isoformat().replace("+00:00", "Z"),
+        "modified_at": datetime.fromtimestamp(state.started_at, UTC).isoformat().replace("+00:00", "Z"),
         "size": 0, "digest": "",
         "details": {"format": "gguf" if state.llm.backend == "llamacpp" else state.llm.backend, "family": "",
                     "families": None, "parameter_size": "", "quantization_level": ""},

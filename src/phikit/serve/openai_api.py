@@ -238,7 +238,7 @@ async def chat_sse(state, stream, rid, created, model, include_usage: bool, t0) 
                 yield sse(chunk({}, p.finish_reason, phikit=phikit_extras(state, done, p.data)))
                 if include_usage:
                     yield sse({**chunk(None), "usage": usage_dict(done)})
-    except Exception as exc:  # after the 200 went out, errors travel in the stream (as OpenAI does)
+    except Exception as exc:  # noqa: BLE001 - after the 200 went out, errors travel in the stream (as OpenAI does)
         err = to_api_error(exc)
         state.metrics.errors.labels(err.type).inc()
         yield sse(error_body(err.status, err.message, err.type, err.param, err.code))
@@ -298,7 +298,7 @@ async def completions(req: CompletionRequest, request: Request):
                     yield sse(body("", p.finish_reason))
                     if include_usage:
                         yield sse({**body("", None), "choices": [], "usage": usage_dict(p.done)})
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the status line is already sent
             err = to_api_error(exc)
             yield sse(error_body(err.status, err.message, err.type, err.param, err.code))
         yield sse("[DONE]")

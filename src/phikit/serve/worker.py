@@ -110,7 +110,7 @@ class ModelWorker:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         cancel = threading.Event()
-        put = lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)  # noqa: E731
+        put = lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)
         thread = threading.Thread(target=self._run, args=(start, cancel, put), daemon=True, name="phikit-gen")
         deadline = time.monotonic() + self.timeout_s
         finished = False
@@ -157,7 +157,7 @@ class ModelWorker:
                     self.stats.cancelled += 1
                     self.stats.last_cancelled_tokens = ev.usage.completion_tokens
                 put(ev)
-        except BaseException as exc:  # forwarded to the request; the server decides the status code
+        except BaseException as exc:  # noqa: BLE001 - forwarded to the request; the server decides the status code
             put(exc)
         finally:
             dt = time.perf_counter() - t0
