@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,13 +16,13 @@ from . import app
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p")] = 8000,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name, hub id, directory or .gguf path; with --backend openai, the remote model's name.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Registry name, hub id, directory or .gguf path; with --backend openai, the remote model's name.")] = None,
     backend: Annotated[str, typer.Option("--backend", "-b", help="auto | llamacpp | transformers | openai")] = "auto",
-    base_url: Annotated[Optional[str], typer.Option("--base-url", help="--backend openai: the remote server, e.g. http://gpu-box:8000/v1")] = None,
-    remote_key: Annotated[Optional[str], typer.Option("--remote-api-key", help="--backend openai: key for the remote server (or $OPENAI_API_KEY).")] = None,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="transformers backend: auto | nf4 | bf16 | fp32")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="--backend openai: the remote server, e.g. http://gpu-box:8000/v1")] = None,
+    remote_key: Annotated[str | None, typer.Option("--remote-api-key", help="--backend openai: key for the remote server (or $OPENAI_API_KEY).")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="transformers backend: auto | nf4 | bf16 | fp32")] = None,
     kb: Annotated[list[str], typer.Option("--kb", help="Knowledge base folder (repeatable); the first answers every chat unless a request says phikit.kb=false.")] = [],  # noqa: B006
-    api_key: Annotated[Optional[str], typer.Option("--api-key", help="Require 'Authorization: Bearer KEY' on /v1 and /api (or $PHIKIT_API_KEY).")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="Require 'Authorization: Bearer KEY' on /v1 and /api (or $PHIKIT_API_KEY).")] = None,
     max_queue: Annotated[int, typer.Option("--max-queue", help="Requests that may wait for the model; more get 429.")] = 16,
     timeout: Annotated[float, typer.Option("--timeout", help="Per-request limit in seconds, queueing included.")] = 600.0,
 ) -> None:

@@ -78,7 +78,7 @@ class OpenAIEngine:
 
     name = "openai"
     chat_template = None  # the server applies its own template
-    eos_ids: set[int] = set()
+    eos_ids: frozenset[int] = frozenset()
 
     def __init__(self, model: Any = None, *, base_url: str | None = None, api_key: str | None = None,
                  timeout: float = 600.0, context_length: int | None = None):
