@@ -108,3 +108,12 @@ def test_bad_parameters_raise_one_clear_error(llama_llm, params, needle):
 def test_prompt_over_context_window_is_refused(llama_llm):
     with pytest.raises(BadRequestError, match="context window"):
         llama_llm.chat("word " * 5000)
+
+
+def test_generation_stops_at_the_end_of_the_context_window(llama_llm):
+    n_prompt = llama_llm.engine.count_tokens(llama_llm.engine.render([{"role": "system", "content": llama_llm.system_prompt}, {"role": "user", "content": "word " * 4070}]))
+    room = llama_llm.engine.context_length - n_prompt
+    assert 0 < room < 40
+    result = llama_llm.chat("word " * 4070, temperature=0, max_new_tokens=500)
+    assert result.usage.completion_tokens <= room
+    assert result.usage.prompt_tokens + result.usage.completion_tokens <= llama_llm.engine.context_length

@@ -63,7 +63,36 @@ def test_tool_call_and_result_turns():
 
 def test_multi_turn_and_no_generation_prompt():
     msgs = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
-    assert render(msgs, add_generation_prompt=False) == "<|user|>a<|end|><|assistant|>b<|end|>"
+    out = render(msgs, add_generation_prompt=False, eos_token="<|endoftext|>")
+    assert out == "<|user|>a<|end|><|assistant|>b<|end|><|endoftext|>"
+
+
+# microsoft/Phi-4-mini-instruct tokenizer_config.json's chat_template, verbatim.
+STOCK_PHI4_MINI = (
+    "{% for message in messages %}{% if message['role'] == 'system' and 'tools' in message and message['tools'] "
+    "is not none %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|tool|>' + message['tools'] + "
+    "'<|/tool|>' + '<|end|>' }}{% else %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize("gen", [True, False])
+@pytest.mark.parametrize(
+    "msgs",
+    [
+        [{"role": "user", "content": "Hi"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+         {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "2+2?"}],
+        [{"role": "system", "content": "S", "tools": '[{"name": "f"}]'}, {"role": "user", "content": "u"}],
+    ],
+)
+def test_our_template_renders_exactly_like_phi4_minis_own(msgs, gen):
+    from phikit.prompt import PHI4_MINI_TEMPLATE, _compile, effective_template
+
+    stock = _compile(STOCK_PHI4_MINI).render(messages=msgs, add_generation_prompt=gen, eos_token="<|endoftext|>")
+    ours = render(msgs, PHI4_MINI_TEMPLATE, add_generation_prompt=gen, eos_token="<|endoftext|>")
+    assert ours == stock
+    assert effective_template(STOCK_PHI4_MINI) == PHI4_MINI_TEMPLATE  # a checkpoint's stock template -> ours
 
 
 def test_non_ascii_kept_verbatim():

@@ -37,8 +37,18 @@ PHI4_MINI_TEMPLATE = (
     "<|{{ message['role'] }}|>{{ message['content'] }}<|end|>"
     "{%- endif -%}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|assistant|>{%- endif -%}"
+    "{%- if add_generation_prompt -%}<|assistant|>{%- else -%}{{ eos_token }}{%- endif -%}"
 )
+# Phi-4-mini's own tokenizer template reads tools only from a system message's `tools` string; ours is a
+# superset that renders the same text and also takes `tools=` (tests pin the equivalence).
+_PHI4_STOCK_MARK = "'<|tool|>' + message['tools'] + '<|/tool|>'"
+
+
+def effective_template(template: str | None) -> str:
+    """The template phikit renders with: Phi-4-mini's (ours) when there is none or the model ships the stock one."""
+    if not template or _PHI4_STOCK_MARK in template:
+        return PHI4_MINI_TEMPLATE
+    return template
 
 
 def normalize_messages(messages: Any) -> list[dict]:
@@ -123,7 +133,8 @@ def render(
 
     Args:
         messages: OpenAI-shaped messages (see :func:`normalize_messages`).
-        template: a Jinja chat template (the tokenizer's or the GGUF's); None means Phi-4-mini's.
+        template: a Jinja chat template (the tokenizer's or the GGUF's); None, or Phi-4-mini's stock
+            template, means phikit's Phi-4-mini template.
         tools: tool definitions passed to the template as ``tools`` (rendered as given).
         add_generation_prompt: end with the assistant header so the model answers.
         **special: extra template variables such as ``bos_token`` and ``eos_token``.
@@ -135,6 +146,6 @@ def render(
         BadRequestError: invalid messages, or the template raised.
     """
     msgs = normalize_messages(messages)
-    tpl = _compile(template or PHI4_MINI_TEMPLATE)
+    tpl = _compile(effective_template(template))
     ctx = {"bos_token": "", "eos_token": "", **special}
     return tpl.render(messages=msgs, tools=tools or None, add_generation_prompt=add_generation_prompt, **ctx)

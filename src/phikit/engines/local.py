@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -50,6 +51,9 @@ class LocalEngine:
         started = time.perf_counter()
         ids = self.encode(self.render(messages, tools))
         check_context(len(ids), params, self.context_length)
+        room = self.context_length - len(ids)
+        if params.max_new_tokens > room:  # stop with "length" at the window's end instead of failing there
+            params = dataclasses.replace(params, max_new_tokens=room)
         return stream_tokens(
             self.token_steps(ids, params),
             decode=self.decode,

@@ -210,7 +210,10 @@ class TransformersEngine(LocalEngine):
     def _load(self, ref: ModelRef):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from transformers.utils import logging as hf_logging
+
         path = gguf_to_checkpoint(Path(ref.source)) if ref.is_gguf else local_snapshot(ref)
+        hf_logging.disable_progress_bar()  # a 1-second bar on every load is noise; conversions keep theirs
         try:
             tok = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs(self.precision, self.device))
