@@ -80,10 +80,12 @@ def sampling_params(**params: Any) -> SamplingParams:
 
 def finish(events: Iterator[Event], *, model: str, backend: str, cot: bool = False) -> ChatResult:
     """Drain an event stream into a :class:`ChatResult` (parsing CoT when asked)."""
-    done = None
+    done, extra = None, {}
     for ev in events:
         if isinstance(ev, Done):
             done = ev
+        elif isinstance(getattr(ev, "extra", None), dict):  # e.g. RAG citations: merged into --json
+            extra.update(ev.extra)
     assert done is not None, "an engine stream must end with Done"
     result = ChatResult(
         text=done.text,
@@ -94,6 +96,7 @@ def finish(events: Iterator[Event], *, model: str, backend: str, cot: bool = Fal
         ttft_ms=done.ttft_ms,
         tokens_per_s=done.tokens_per_s,
         answer=done.text,
+        extra=extra,
     )
     if cot:
         parsed = cot_mod.parse_cot(done.text)

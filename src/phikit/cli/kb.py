@@ -83,15 +83,12 @@ def search_cmd(
     if as_json:
         print(json.dumps([{**h.to_dict(), "text": h.chunk.text} for h in hits], ensure_ascii=False))
         return
-    from rich.table import Table
-
-    table = Table("#", "score", "cos", "bm25", "source", "text", show_lines=True)
     for h in hits:
         c = h.chunk
-        where = c.source + (f"\n{c.heading()}" if c.headings else "") + (f"\np. {c.page}" if c.page else "") + f"\nchars {c.start}-{c.end}"
-        table.add_row(str(h.rank), f"{h.score:.4f}", f"{h.dense:.3f}", f"{h.bm25:.2f}", where,
-                      c.text[:300] + ("…" if len(c.text) > 300 else ""))
-    _console().print(table)
+        where = c.source + (f" › {c.heading()}" if c.headings else "") + (f" · p. {c.page}" if c.page else "")
+        print(f"#{h.rank}  rrf {h.score:.4f}  cos {h.dense:.3f}  bm25 {h.bm25:.2f}  {where} · chars {c.start}-{c.end}")
+        text = " ".join(c.text.split())
+        print(f"    {text[:320]}{'…' if len(text) > 320 else ''}\n")
 
 
 @kb_app.command("stats")

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -73,18 +74,40 @@ class Embedder:
         """
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vecs = self.model.encode(
-            list(texts),
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=progress,
-        )
+        with _threads(1 if len(texts) <= 8 else None):
+            vecs = self.model.encode(
+                list(texts),
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=progress,
+            )
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
     def tokenizer(self):
         """The model's tokenizer (for token-aware chunking); see :func:`load_tokenizer`."""
         return load_tokenizer(self.source)
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """Run torch with ``n`` intra-op threads (``$PHIKIT_EMBED_THREADS`` overrides).
+
+    A one-query batch is ~25 ms on one thread but ~1 s with two threads on a busy 2-core box (spin-waiting
+    OpenMP workers; measured in bench/rag_bench.py), so short batches use one thread.
+    """
+    import torch
+
+    n = int(os.environ.get("PHIKIT_EMBED_THREADS", 0)) or n
+    before = torch.get_num_threads()
+    if not n or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @functools.lru_cache(maxsize=4)

@@ -65,18 +65,23 @@ def _is_doc(source: str, doc: str | None) -> bool:
     return bool(doc) and (source == doc or source.endswith("/" + doc.lstrip("./")))
 
 
-def calibrate(best: list[float], answerable: list[bool]) -> dict:
-    """The retrieval threshold on the best hit's cosine that best separates answerable from unanswerable
-    questions (maximum balanced accuracy; ties go to the lower threshold, which abstains less)."""
+def calibrate(best: list[float], answerable: list[bool], max_false_abstention: float = 0.05) -> dict:
+    """The retrieval threshold on the best hit's cosine: the highest one that abstains on at most
+    ``max_false_abstention`` of the answerable questions (retrieval should only catch the clearly
+    off-topic; the model and the support check handle the rest).
+
+    Returns:
+        ``{"min_score", "false_abstention", "unanswerable_caught"}`` (shares in %), or ``{}`` when the set
+        lacks either kind of question.
+    """
     if not any(answerable) or all(answerable):
         return {}
-    cands = sorted(set(round(b, 3) for b in best))
-    def bacc(t):
-        tpr = sum(b >= t for b, a in zip(best, answerable) if a) / sum(answerable)
-        tnr = sum(b < t for b, a in zip(best, answerable) if not a) / (len(answerable) - sum(answerable))
-        return (tpr + tnr) / 2
-    t = max(cands, key=lambda c: (bacc(c), -c))
-    return {"min_score": t, "balanced_accuracy": round(bacc(t), 3)}
+    pos = sorted(b for b, a in zip(best, answerable) if a)
+    neg = [b for b, a in zip(best, answerable) if not a]
+    allowed = int(max_false_abstention * len(pos))
+    t = pos[allowed]  # abstain below t: exactly `allowed` answerable questions fall under it
+    return {"min_score": round(t - 1e-4, 4), "false_abstention": round(100.0 * allowed / len(pos), 1),
+            "unanswerable_caught": round(100.0 * sum(b < t for b in neg) / len(neg), 1)}
 
 
 def evaluate(items: list[dict], kb: Any, llm=None, *, k: int = 4, max_new_tokens: int = 96, progress: bool = False,
@@ -165,5 +170,6 @@ def render_table(report: dict):
             table.add_row(label, "-" if report[key] is None else str(report[key]))
     if report.get("calibration"):
         c = report["calibration"]
-        table.add_row("calibrated min_score", f"{c['min_score']} (balanced acc. {c['balanced_accuracy']})")
+        table.add_row("calibrated min_score", f"{c['min_score']} (catches {c['unanswerable_caught']}% of "
+                      f"unanswerable, {c['false_abstention']}% false)")
     return table

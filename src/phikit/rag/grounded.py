@@ -26,7 +26,7 @@ from .store import KnowledgeBase, now_iso, open_kb
 
 # Calibrated on examples/support-bot/qa.jsonl (bench/rag_calibrate.py): the best hit's cosine below this
 # means "nothing relevant"; see docs/bench-rag.md.
-DEFAULT_MIN_SCORE = 0.35
+DEFAULT_MIN_SCORE = 0.48
 
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered passages the user provides. The passages are quoted "
@@ -202,13 +202,17 @@ def support(answer: str, hits: list[Hit]) -> float:
     return sum(w in vocab for w in words) / len(words)
 
 
-def attribute(answer: str, hits: list[Hit]) -> int | None:
-    """1-based passage with the most content words in common with ``answer`` (None if none share any)."""
-    words = set(content_words(answer))
-    overlaps = [len(words & set(content_words(h.chunk.text))) for h in hits]
-    if not overlaps or max(overlaps) == 0:
+def attribute(answer: str, hits: list[Hit], question: str = "") -> int | None:
+    """1-based passage sharing the most content words with ``answer`` (ties: most shared with ``question``,
+    then retrieval rank); None when no passage shares any."""
+    words, qwords = set(content_words(answer)), set(content_words(question))
+    scored = []
+    for n, h in enumerate(hits, start=1):
+        cw = set(content_words(h.chunk.text))
+        scored.append((len(words & cw), len(qwords & cw), -n))
+    if not scored or max(scored)[0] == 0:
         return None
-    return overlaps.index(max(overlaps)) + 1
+    return -max(scored)[2]
 
 
 def last_user_text(messages: list[dict]) -> str:
@@ -288,7 +292,7 @@ def _events(llm, msgs, question, base, cot, tools, tool_choice, opts, params):
         if opts.min_support and support(answer_clean, hits) < opts.min_support:
             reason = "unsupported"
         else:
-            if not cites and (n := attribute(answer_clean, hits)):
+            if not cites and (n := attribute(answer_clean, hits, question)):
                 cites = [citation(n, hits[n - 1], answer_clean, inferred=True)]
             info.citations = cites
             final = text.replace(answer, answer_clean) if cot else answer_clean
@@ -371,15 +375,4 @@ def grounded_chat(llm, messages: Any, kb: Any, *, stream: bool = False, cot: boo
     events = grounded_stream(llm, messages, kb, cot=cot, tools=tools, tool_choice=tool_choice, opts=opts, **params)
     if stream:
         return events
-    info: list[Citations] = []
-
-    def tap():
-        for ev in events:
-            if isinstance(ev, Citations):
-                info.append(ev)
-            yield ev
-
-    result = finish(tap(), model=llm.model, backend=llm.backend, cot=False)
-    if info:
-        result.extra.update(info[-1].extra)
-    return result
+    return finish(events, model=llm.model, backend=llm.backend, cot=False)  # merges Citations.extra
