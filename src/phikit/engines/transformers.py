@@ -209,7 +209,6 @@ class TransformersEngine(LocalEngine):
 
     def _load(self, ref: ModelRef):
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
         from transformers.utils import logging as hf_logging
 
         path = gguf_to_checkpoint(Path(ref.source)) if ref.is_gguf else local_snapshot(ref)
