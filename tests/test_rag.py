@@ -266,11 +266,11 @@ def test_abstention_detection_and_passage_quoting(kb, tmp_path):
 
 
 def test_grounded_answer_cites_the_document(llama_llm, kb):
-    res = llama_llm.chat("How long is the warranty on the Thermo T3 thermostat?", kb=kb, temperature=0,
+    res = llama_llm.chat("How many days do I have to return a Brightloom device?", kb=kb, temperature=0,
                          max_new_tokens=48, provenance=False)
     assert not res.extra["abstained"], res.text
-    assert "3 years" in res.text
-    assert res.extra["citations"] and res.extra["citations"][0]["source"].endswith(("warranty.md", "thermo-t3-manual.docx"))
+    assert "30 days" in res.text
+    assert res.extra["citations"][0]["source"].endswith("returns-and-refunds.md"), res.extra["citations"]
     assert res.extra["retrieved"][0]["id"] in {c.id for c in kb.chunks}
     assert res.to_dict()["citations"] == res.extra["citations"]
 
@@ -291,8 +291,14 @@ def test_streaming_yields_text_then_citations_then_done(llama_llm, kb):
                                  max_new_tokens=40, provenance=False))
     kinds = [type(e) for e in events]
     assert kinds[-1] is Done and kinds[-2] is Citations and set(kinds[:-2]) == {TextDelta}
-    assert "".join(e.text for e in events[:-2]).strip() == events[-1].text.strip()
-    assert "Sources:" in str(events[-2]) or "abstained" in str(events[-2])
+    shown, info, done = "".join(e.text for e in events[:-2]), events[-2], events[-1]
+    if info.abstained:  # the answer was checked after streaming: it is withdrawn, visibly
+        from phikit.rag.grounded import WITHDRAWN
+
+        assert done.text == "I can't find that in the knowledge base." and shown.endswith(done.text)
+        assert WITHDRAWN in shown or shown == done.text
+    else:
+        assert shown.strip() == done.text.strip() and "Sources:" in str(info)
     abstain = list(llama_llm.chat("Who won the 1998 World Cup?", kb=kb, stream=True, provenance=False))
     assert abstain[0].text == "I can't find that in the knowledge base." and abstain[1].abstained
 
@@ -380,12 +386,12 @@ def test_eval_retrieval_metrics_on_a_subset(kb, tmp_path):
 def test_eval_with_the_model_reports_answer_metrics(llama_llm, kb):
     from phikit.rag.eval import evaluate
 
-    items = [{"id": "a", "question": "How long is the warranty on the Thermo T3 thermostat?", "answers": ["3 years"],
-              "doc": "policies/warranty.md", "answerable": True},
+    items = [{"id": "a", "question": "How many days do I have to return a Brightloom device?", "answers": ["30 days"],
+              "doc": "policies/returns-and-refunds.md", "answerable": True},
              {"id": "u", "question": "What is the capital of Peru?", "answers": [], "answerable": False}]
     report = evaluate(items, kb, llama_llm, k=4, max_new_tokens=40)
     assert report["hallucination_rate"] == 0.0 and report["abstention_precision"] == 100.0
-    assert report["grounded_accuracy"] in (0.0, 100.0) and report["rows"][0]["abstained"] is False
+    assert report["grounded_accuracy"] == 100.0 and report["rows"][0]["abstained"] is False
 
 
 @pytest.mark.slow

@@ -97,8 +97,14 @@ def chunk_document(doc: Document, tokenizer, settings: ChunkSettings = ChunkSett
         if overlap == 0:
             return end
         last = bisect_right(ends, end) - 1  # last token ending by `end`
-        first = max(last - overlap + 1, bisect_left(starts, floor))
+        first = word_start(max(last - overlap + 1, bisect_left(starts, floor)), last + 1)
         return starts[first] if 0 <= first <= last else end
+
+    def word_start(i: int, stop: int) -> int:
+        """First token at or after ``i`` that begins a word (never a ``##`` continuation piece)."""
+        while i < stop and starts[i] > 0 and text[starts[i] - 1].isalnum() and text[starts[i]].isalnum():
+            i += 1
+        return i
 
     def sentence_end(i: int, j: int) -> int:
         """Pull a window end ``j`` back to just after a sentence end, if one lies in its last quarter."""
@@ -149,7 +155,7 @@ def chunk_document(doc: Document, tokenizer, settings: ChunkSettings = ChunkSett
                     break
                 j = sentence_end(i, j)
                 spans.append((starts[i], ends[j - 1], cur_trail, None))
-                i = j - overlap if overlap else j
+                i = word_start(j - overlap, j) if overlap else j
             cur_end = block.end
     flush()
 

@@ -115,8 +115,15 @@ def _load(source: str, name: str) -> Embedder:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
-        model = SentenceTransformer(source, device="cpu", local_files_only=True)
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar in front of search results
+        try:
+            model = SentenceTransformer(source, device="cpu", local_files_only=True)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
     except Exception as exc:  # noqa: BLE001 - any load failure is one user-facing line
         raise PhikitError(
             f"cannot load embedding model {name!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "

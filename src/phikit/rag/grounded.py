@@ -35,6 +35,8 @@ SYSTEM_PROMPT = (
     "reply exactly: NOT FOUND"
 )
 
+WITHDRAWN = "(withdrawn: the text above is not supported by the passages)"
+STOP = ("\nQuestion:", "\nPassages:", "\n[1] source:")
 _ABSTAIN = re.compile(
     r"\bnot[ _]found\b|\b(?:can ?not|can't|unable to|couldn't|could not) (?:find|answer|determine|locate)"
     r"|\b(?:does|do) not (?:contain|mention|say|specify|provide|include)\b|\bno (?:information|mention|details?) "
@@ -56,6 +58,9 @@ _STOP = frozenset(
 class RagOptions:
     """Grounded-answer settings (pass any of them to ``LLM.chat(..., kb=...)``).
 
+    ``k``, ``min_score`` and ``abstain_text`` default to ``$PHIKIT_KB_TOP_K``, ``$PHIKIT_KB_MIN_SCORE`` and
+    ``$PHIKIT_ABSTAIN_TEXT`` when set (so ``phikit ask --kb`` can be tuned without new flags).
+
     Attributes:
         k: passages given to the model.
         mode: retrieval mode, ``hybrid`` | ``dense`` | ``bm25``.
@@ -67,9 +72,9 @@ class RagOptions:
         provenance: JSONL log path; None logs to ``<kb>/provenance.jsonl``; False disables logging.
     """
 
-    k: int = 4
+    k: int = field(default_factory=lambda: int(os.environ.get("PHIKIT_KB_TOP_K", 4)))
     mode: str = "hybrid"
-    min_score: float = DEFAULT_MIN_SCORE
+    min_score: float = field(default_factory=lambda: float(os.environ.get("PHIKIT_KB_MIN_SCORE", DEFAULT_MIN_SCORE)))
     min_support: float = 0.5
     abstain_text: str = field(default_factory=lambda: os.environ.get("PHIKIT_ABSTAIN_TEXT", DEFAULT_ABSTAIN_TEXT))
     provenance: str | Path | bool | None = None
@@ -93,6 +98,7 @@ class Citations:
         reason: why it abstained: ``retrieval`` (nothing relevant), ``model`` (the model said so) or
             ``unsupported`` (the answer's words are not in the passages).
         invalid: citation numbers the model wrote that match no passage (removed from the answer).
+        model_text: the model's own reply, kept when we abstained instead of showing it.
     """
 
     citations: list[dict] = field(default_factory=list)
@@ -101,6 +107,7 @@ class Citations:
     reason: str | None = None
     invalid: list[int] = field(default_factory=list)
     kb_version: str = ""
+    model_text: str | None = None
 
     @property
     def extra(self) -> dict[str, Any]:
@@ -111,6 +118,8 @@ class Citations:
             out["abstain_reason"] = self.reason
         if self.invalid:
             out["invalid_citations"] = self.invalid
+        if self.abstained and self.model_text is not None:
+            out["model_text"] = self.model_text  # what the model wrote before we abstained
         return out
 
     def __str__(self) -> str:
@@ -257,6 +266,9 @@ def _events(llm, msgs, question, base, cot, tools, tool_choice, opts, params):
         yield from _abstain(llm, base, question, hits, info, "retrieval", opts)
         return
     extra = {"tools": tools, "tool_choice": tool_choice} if tools else {}
+    # small models run on into a made-up next "Question:"; stop there
+    stop = params.get("stop") or ()
+    params = {**params, "stop": ((stop,) if isinstance(stop, str) else tuple(stop)) + STOP}
     events = llm.chat(build_messages(msgs, hits), stream=True, cot=cot, **extra, **params)
     done, buffer, passing = None, "", False
     try:
@@ -284,6 +296,7 @@ def _events(llm, msgs, question, base, cot, tools, tool_choice, opts, params):
         from ..cot import parse_cot
 
         answer = parse_cot(text).answer or ""
+    info.model_text = text
     if done is None or says_not_found(answer) or not answer.strip():
         reason = "model"
     else:
@@ -309,7 +322,8 @@ def _events(llm, msgs, question, base, cot, tools, tool_choice, opts, params):
 def _abstain(llm, kb: KnowledgeBase, question: str, hits: list[Hit], info: Citations, reason: str,
              opts: RagOptions, *, streamed: bool = False, usage: Usage | None = None, done: Done | None = None):
     info.abstained, info.reason, info.citations = True, reason, []
-    yield TextDelta(("\n" if streamed else "") + opts.abstain_text)
+    # text already streamed cannot be unsaid: withdraw it explicitly
+    yield TextDelta((f"\n\n{WITHDRAWN} " if streamed else "") + opts.abstain_text)
     yield info
     _log(llm, kb, question, hits, info, opts.abstain_text, opts)
     yield Done(finish_reason="stop", usage=usage or Usage(), ttft_ms=done.ttft_ms if done else 0.0,
