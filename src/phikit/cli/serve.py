@@ -33,11 +33,12 @@ def serve(
     if max_queue < 0 or timeout <= 0:
         raise BadRequestError("--max-queue must be >= 0 and --timeout > 0")
     kbs = {}
-    for path in kb:
-        p = Path(path).expanduser()
-        if not p.exists():
-            raise BadRequestError(f"knowledge base {path!r} does not exist; build it with `phikit kb add`")
-        kbs[p.resolve().name] = str(p)
+    if kb:
+        from ..rag.store import open_kb
+
+        for path in kb:
+            open_kb(path)  # fail now, with a clear line, if it is not a knowledge base
+            kbs[Path(path).expanduser().resolve().name] = str(Path(path).expanduser().resolve())
     opts = {"precision": precision} if precision else {}
     if backend == "openai":
         opts.update(base_url=base_url, api_key=remote_key)

@@ -169,7 +169,9 @@ def _event_data(ev: Any) -> dict[str, Any]:
     """phikit's non-text events (citations, retrieved passages, tool calls/results) as JSON-able dicts."""
     import dataclasses
 
-    if dataclasses.is_dataclass(ev):
+    if isinstance(getattr(ev, "extra", None), dict):  # rag's Citations: citations, retrieved, abstained...
+        data = dict(ev.extra)
+    elif dataclasses.is_dataclass(ev):
         data = dataclasses.asdict(ev)
     elif hasattr(ev, "to_dict"):
         data = ev.to_dict()
@@ -210,9 +212,8 @@ async def parts(events: AsyncIterator[Any], job: ChatJob) -> AsyncIterator[Part]
             calls.append(ev.call)
         else:
             data = _event_data(ev)
-            for key in ("citations", "retrieved"):
-                if data.get(key) is not None:
-                    extras[key] = data[key]
+            if data["type"] == "Citations":
+                extras.update({k: v for k, v in data.items() if k != "type"})
             if data["type"].lower().startswith("tool"):
                 events_seen.append(data)
             yield Part("event", data=data)

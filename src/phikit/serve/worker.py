@@ -110,7 +110,13 @@ class ModelWorker:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         cancel = threading.Event()
-        put = lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def put(item) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the event loop is gone (server shutting down): nobody is listening
+                cancel.set()
+
         thread = threading.Thread(target=self._run, args=(start, cancel, put), daemon=True, name="phikit-gen")
         deadline = time.monotonic() + self.timeout_s
         finished = False
