@@ -5,7 +5,6 @@ One uvicorn server per module (embedded SmolLM2-135M on llama.cpp); generations 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 

@@ -65,7 +65,8 @@ class OpenAIEngine:
 
     Args:
         model: the server's model id; None takes the first one ``GET /models`` lists.
-        base_url: the API root, e.g. ``http://gpu-box:8000/v1`` (a missing ``/v1`` is added).
+        base_url: the API root, e.g. ``http://gpu-box:8000/v1`` (a missing ``/v1`` is added); defaults to
+            ``$PHIKIT_BASE_URL`` or ``$OPENAI_BASE_URL``, so ``phikit ask --backend openai`` works too.
         api_key: sent as ``Authorization: Bearer``; defaults to ``$OPENAI_API_KEY``.
         timeout: seconds to wait for the server's next byte.
         context_length: the window in tokens; by default what ``/models`` reports (vLLM's
@@ -84,8 +85,10 @@ class OpenAIEngine:
                  timeout: float = 600.0, context_length: int | None = None):
         import httpx
 
+        base_url = base_url or os.environ.get("PHIKIT_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
-            raise BadRequestError("the openai backend needs --base-url, e.g. http://127.0.0.1:8000/v1")
+            raise BadRequestError("the openai backend needs a server: pass --base-url (or set $PHIKIT_BASE_URL), "
+                                  "e.g. http://127.0.0.1:8000/v1")
         base = base_url.rstrip("/")
         self.base_url = base if base.endswith("/v1") else base + "/v1"
         key = api_key or os.environ.get("OPENAI_API_KEY")
