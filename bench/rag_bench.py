@@ -69,11 +69,12 @@ def bench_ingest(tmp: Path, copies: int) -> dict:
             "readd_changed": again.changed}
 
 
-def synthetic_kb(tmp: Path, n: int, index: str, seed_vecs: np.ndarray, rng) -> object:
+def synthetic_kb(tmp: Path, n: int, index: str, seed_vecs: np.ndarray, seed: int = 0) -> object:
     """A KB of ``n`` synthetic chunks in one document blob, built through the normal commit path."""
     from phikit.rag.chunk import Chunk
     from phikit.rag.store import KnowledgeBase, _npy_bytes, atomic_write
 
+    rng = np.random.default_rng(seed)  # same chunks and vectors for both index types
     root = tmp / f"kb-{n}-{index}"
     base = KnowledgeBase.create(root, index=index)
     vocab = [f"w{i}" for i in range(20000)]
@@ -102,7 +103,6 @@ def bench_scale(tmp: Path, sizes: list[int], queries: list[str]) -> list[dict]:
     from phikit.rag.retrieve import search
     from phikit.rag.store import KnowledgeBase, open_kb
 
-    rng = np.random.default_rng(0)
     emb = load_embedder()
     seed_kb = open_kb(tmp / "ingest-kb")
     seed_vecs = np.stack([seed_kb.index.reconstruct(i) for i in range(min(seed_kb.index.ntotal, 2000))])
@@ -111,7 +111,7 @@ def bench_scale(tmp: Path, sizes: list[int], queries: list[str]) -> list[dict]:
     for n in sizes:
         exact_ids = None
         for index in ("flat", "hnsw"):
-            base, build, _ = synthetic_kb(tmp, n, index, seed_vecs, rng)
+            base, build, _ = synthetic_kb(tmp, n, index, seed_vecs)
             before = rss_mb()
             fresh = KnowledgeBase.open(base.root)
             t0 = time.perf_counter()
@@ -123,9 +123,11 @@ def bench_scale(tmp: Path, sizes: list[int], queries: list[str]) -> list[dict]:
                 t = time.perf_counter()
                 search(fresh, q, k=5)
                 lat.append((time.perf_counter() - t) * 1000)
-            for qv in qvecs:  # dense search alone (no query embedding, no BM25)
+            from phikit.rag.retrieve import _one_thread_search
+
+            for qv in qvecs:  # dense search alone (no query embedding, no BM25), as search() runs it
                 t = time.perf_counter()
-                fresh.index.search(qv[None], 10)
+                _one_thread_search(fresh.index, qv[None], 50)
                 dense.append((time.perf_counter() - t) * 1000)
             _, ids = fresh.index.search(qvecs, 10)
             if index == "flat":

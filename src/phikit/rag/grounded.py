@@ -21,6 +21,7 @@ from typing import Any
 from ..engines import Done, TextDelta, Usage
 from ..errors import BadRequestError
 from . import DEFAULT_ABSTAIN_TEXT
+from .guard import make_injection_guard
 from .retrieve import Hit, search
 from .store import KnowledgeBase, now_iso, open_kb
 
@@ -47,10 +48,7 @@ _CITE = re.compile(r"\[(\s*\d+(?:\s*[,;]\s*\d+)*\s*)\]")
 _SPECIAL = re.compile(r"<\|[^|<>]{0,40}\|>|<\/?(?:s|im_start|im_end|system|user|assistant)>", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9]+(?:[.'-][a-z0-9]+)*")
 _STOP = frozenset(
-    "a an the and or but of to in on at by for with from as is are was were be been it its this that these those "
-    "you your we our they their he she i me my can will would should could may might do does did not no yes "
-    "if then than so such there here what which who whom when where why how about into over under up down out "
-    "per each all any some more most also only just have has had".split()
+    ["a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "it", "its", "this", "that", "these", "those", "you", "your", "we", "our", "they", "their", "he", "she", "i", "me", "my", "can", "will", "would", "should", "could", "may", "might", "do", "does", "did", "not", "no", "yes", "if", "then", "than", "so", "such", "there", "here", "what", "which", "who", "whom", "when", "where", "why", "how", "about", "into", "over", "under", "up", "down", "out", "per", "each", "all", "any", "some", "more", "most", "also", "only", "just", "have", "has", "had"]
 )
 
 
@@ -98,6 +96,7 @@ class Citations:
         reason: why it abstained: ``retrieval`` (nothing relevant), ``model`` (the model said so) or
             ``unsupported`` (the answer's words are not in the passages).
         invalid: citation numbers the model wrote that match no passage (removed from the answer).
+        blocked_tool_calls: ``{call, reason}`` for calls the injection guard stopped.
         model_text: the model's own reply, kept when we abstained instead of showing it.
     """
 
@@ -108,6 +107,7 @@ class Citations:
     invalid: list[int] = field(default_factory=list)
     kb_version: str = ""
     model_text: str | None = None
+    blocked_tool_calls: list[dict] = field(default_factory=list)
 
     @property
     def extra(self) -> dict[str, Any]:
@@ -118,6 +118,8 @@ class Citations:
             out["abstain_reason"] = self.reason
         if self.invalid:
             out["invalid_citations"] = self.invalid
+        if self.blocked_tool_calls:
+            out["blocked_tool_calls"] = self.blocked_tool_calls
         if self.abstained and self.model_text is not None:
             out["model_text"] = self.model_text  # what the model wrote before we abstained
         return out
@@ -134,6 +136,17 @@ class Citations:
         if self.invalid:
             lines.append(f"(removed citations to nonexistent passages: {', '.join(f'[{n}]' for n in self.invalid)})")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class BlockedToolCall:
+    """A tool call the injection guard stopped (its arguments came from passages, not the question)."""
+
+    call: dict
+    reason: str
+
+    def __str__(self) -> str:
+        return f"✗ {self.reason}"
 
 
 def format_passages(hits: list[Hit]) -> str:
@@ -240,8 +253,8 @@ def grounded_stream(llm, messages: Any, kb: Any, *, cot: bool = False, tools: li
         messages: the conversation (string or OpenAI-shaped list); the last user turn is the question.
         kb: KB directory or :class:`~phikit.rag.store.KnowledgeBase`.
         cot: reason in steps; the citations are checked on the final answer.
-        tools, tool_choice: passed through to the model (tool calls are guarded by :mod:`phikit.rag.guard`
-            in the agent loop).
+        tools, tool_choice: passed through to the model; a proposed call whose arguments come from the
+            passages and not from the question becomes a :class:`BlockedToolCall` (see :mod:`.guard`).
         opts: retrieval/abstention settings.
         **params: sampling parameters.
 
@@ -270,6 +283,7 @@ def _events(llm, msgs, question, base, cot, tools, tool_choice, opts, params):
     stop = params.get("stop") or ()
     params = {**params, "stop": ((stop,) if isinstance(stop, str) else tuple(stop)) + STOP}
     events = llm.chat(build_messages(msgs, hits), stream=True, cot=cot, **extra, **params)
+    guard = make_injection_guard(question, [h.chunk.text for h in hits])
     done, buffer, passing = None, "", False
     try:
         for ev in events:
@@ -286,10 +300,14 @@ def _events(llm, msgs, question, base, cot, tools, tool_choice, opts, params):
                 yield TextDelta(buffer)
             elif isinstance(ev, Done):
                 done = ev
+            elif isinstance(getattr(ev, "call", None), dict) and (why := guard(ev.call, msgs)):
+                info.blocked_tool_calls.append({"call": ev.call, "reason": why})
+                yield BlockedToolCall(ev.call, why)
             else:
                 yield ev
     finally:
-        events.close()
+        if hasattr(events, "close"):  # stop generation when we stop early
+            events.close()
     text = done.text if done else buffer
     answer = text
     if cot:

@@ -72,7 +72,7 @@ def search(kb, query: str, *, k: int = 5, mode: str = "hybrid", pool: int = 50) 
         return []
     pool = min(max(pool, k), n)
     qvec = kb.embedder().embed([query])  # [1, dim]
-    dense_scores, dense_ids = kb.index.search(qvec, pool)  # [1, pool] each
+    dense_scores, dense_ids = _one_thread_search(kb.index, qvec, pool)  # [1, pool] each
     dense_rank = [int(i) for i in dense_ids[0] if i >= 0]
     bm25_rank, bm25_score = _bm25(kb, query, pool)
     # cosine for every candidate, so each hit carries one comparable relevance figure
@@ -90,6 +90,19 @@ def search(kb, query: str, *, k: int = 5, mode: str = "hybrid", pool: int = 50) 
         order = sorted(fused.items(), key=lambda t: (-t[1], -cos[t[0]]))
     return [Hit(kb.chunks[i], float(s), float(cos[i]), float(bm25_score.get(i, 0.0)), rank=r)
             for r, (i, s) in enumerate(order[:k], start=1)]
+
+
+def _one_thread_search(index, qvec: np.ndarray, pool: int):
+    """One query on one OpenMP thread: on a busy 2-core box, faiss's thread team spin-waits and one query
+    takes ~10x longer than on a single thread (bench/rag_bench.py)."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return index.search(qvec, pool)
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _bm25(kb: KnowledgeBase, query: str, pool: int) -> tuple[list[int], dict[int, float]]:

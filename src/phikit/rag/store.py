@@ -26,7 +26,7 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ KEEP_VERSIONS = 10
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def sha256_file(path: Path) -> str:
@@ -290,7 +290,7 @@ class KnowledgeBase:
     def _next_version(self) -> str:
         numbers = [int(p.name[1:7]) for p in (self.root / "versions").glob("v[0-9]*") if p.name[1:7].isdigit()]
         n = max(numbers, default=-1) + 1
-        return f"v{n:06d}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+        return f"v{n:06d}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
 
     def _build_index(self, vectors: np.ndarray, kind: str):
         import faiss
