@@ -6,6 +6,7 @@ Start with ``phikit.load()`` or ``phikit.ask("...")``.
 from .engines.base import Done, SamplingParams, TextDelta, Usage
 from .errors import BadRequestError, ModelNotFoundError, PhikitError
 from .llm import LLM, ChatResult, ask, load
+from .tools import tool  # noqa: F401  (@phikit.tool)
 
 __version__ = "0.1.0"
 

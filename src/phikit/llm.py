@@ -169,7 +169,12 @@ class LLM:
             return grounded_chat(
                 self, messages, kb, stream=stream, cot=cot, tools=tools, tool_choice=tool_choice, **params
             )
-        # TOOLS: tool_choice / response_format handling is added by the tool-calling work (issue 4).
+        # TOOLS: calls come back unexecuted in result.extra["tool_calls"] (OpenAI semantics); see phikit.agent.
+        if tools or response_format:
+            from .tools.chat import chat as tool_chat
+
+            return tool_chat(self, messages, stream=stream, tools=tools, tool_choice=tool_choice,
+                             response_format=response_format, **params)
         events = self.stream(messages, cot=cot, tools=tools, **params)
         if stream:
             return events

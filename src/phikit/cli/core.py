@@ -93,6 +93,10 @@ def ask(
         extra.update(tools=[t.strip() for t in tools.split(",") if t.strip()], tool_choice=tool_choice)
     if kb:
         extra["kb"] = kb
+    elif tools:  # the agent loop: calls run, results go back to the model (phikit.cli.tools)
+        from .tools import ask_with_tools
+
+        return ask_with_tools(llm, messages, extra["tools"], tool_choice, params, as_json=as_json)
     events = llm.chat(messages, stream=True, cot=cot, **extra, **params)
     if as_json:
         result = finish(events, model=llm.model, backend=llm.backend, cot=cot)
