@@ -449,3 +449,22 @@ def test_grounded_stream_blocks_tool_calls_planted_by_a_document(kb, tmp_path):
     assert [p.call for p in passed] == [good]
     res = grounded_chat(Scripted([bad]), "Do gift cards expire?", poisoned, provenance=False)
     assert res.extra["blocked_tool_calls"][0]["call"] == bad and res.extra["citations"][0]["n"] == 1
+
+
+def test_cli_fresh_kb_answers_with_citation_and_abstains(corpus, tmp_path, capfd):
+    """The issue's "done when", through the CLI: a fresh KB from a folder, one answered question with its
+    document cited, one abstention."""
+    from phikit.cli import main
+
+    kb_dir = str(tmp_path / "kb")
+    main(["kb", "add", str(corpus), "--kb", kb_dir])
+    capfd.readouterr()
+    main(["ask", "How many days do I have to return a Brightloom device?", "--kb", kb_dir, "-t", "0", "-n", "48", "--json"])
+    out = json.loads(capfd.readouterr().out)
+    assert "30 days" in out["text"] and not out["abstained"]
+    assert out["citations"][0]["source"].endswith("returns-and-refunds.md") and len(out["retrieved"]) == 4
+    main(["ask", "What is the capital of Peru?", "--kb", kb_dir, "-t", "0"])
+    captured = capfd.readouterr()
+    assert captured.out.strip() == "I can't find that in the knowledge base." and "abstained" in captured.err
+    prov = [json.loads(x) for x in (tmp_path / "kb" / "provenance.jsonl").read_text().splitlines()]
+    assert [p["abstained"] for p in prov] == [False, True]
