@@ -116,12 +116,14 @@ def step(
     *,
     tool_choice: Any = "auto",
     response_format: dict | None = None,
+    parallel_tool_calls: bool = False,
     **params: Any,
 ) -> Iterator[TextDelta | StepDone]:
     """One model turn: text deltas (held back while the text looks like a call), then one :class:`StepDone`.
 
     With ``tool_choice`` ``required`` or a named function, decoding is constrained to
-    ``functools[<calls valid against the schemas>]``; with ``response_format`` json_schema, to the schema.
+    ``functools[<calls valid against the schemas>]`` (one call, or up to 4 with ``parallel_tool_calls``);
+    with ``response_format`` json_schema, to the schema.
 
     Raises:
         BadRequestError: bad tools, tool_choice or response_format (before any token).
@@ -132,7 +134,7 @@ def step(
     procs = list(params.pop("logits_processors", ()) or ())
     budget = params.get("max_new_tokens") or 512
     if constrained:
-        procs.append(processor_for(llm.engine, call_schema(tools, tool_choice), prefix=CALL_PREFIX, budget=budget))
+        procs.append(processor_for(llm.engine, call_schema(tools, tool_choice, parallel_tool_calls), prefix=CALL_PREFIX, budget=budget))
     else:
         schema = response_format_schema(response_format)
         if schema is not None:

@@ -48,7 +48,8 @@ def bounded(schema: Any, max_items: int = DEFAULT_MAX_ITEMS) -> Any:
             types = types if isinstance(types, list) else [types]
             if "array" in types:
                 node.setdefault("maxItems", max_items)
-            if "string" in types and not {"enum", "const", "pattern", "format"} & node.keys():
+            # (xgrammar ignores min/maxLength next to a pattern, so bounded strings keep their bounds instead)
+            if "string" in types and not {"enum", "const", "pattern", "format", "minLength", "maxLength"} & node.keys():
                 node["pattern"] = NO_BRACKETS
             for v in node.values():
                 walk(v)
@@ -60,13 +61,15 @@ def bounded(schema: Any, max_items: int = DEFAULT_MAX_ITEMS) -> Any:
     return schema
 
 
-def call_schema(tools: list[Tool], tool_choice: Any) -> dict:
+def call_schema(tools: list[Tool], tool_choice: Any, parallel: bool = False) -> dict:
     """JSON Schema of the call list a constrained turn must produce.
 
     Args:
         tools: declared tools.
-        tool_choice: ``required`` (any declared tool, 1..4 calls) or ``{"type": "function", "function":
-            {"name": ...}}`` / a bare name (exactly one call of that tool).
+        tool_choice: ``required`` (any declared tool) or ``{"type": "function", "function": {"name": ...}}``
+            / a bare name (that tool only).
+        parallel: allow up to 4 calls in the turn (OpenAI's ``parallel_tool_calls``). Off by default: on
+            the 135M model, extra calls are repeats that run out of tokens before their JSON closes.
 
     Raises:
         BadRequestError: no tools, or a named tool that is not declared.
@@ -79,21 +82,38 @@ def call_schema(tools: list[Tool], tool_choice: Any) -> dict:
         chosen = [t for t in tools if t.name == name]
         if not chosen:
             raise BadRequestError(f"tool_choice names {name!r}, which is not among the tools ({', '.join(t.name for t in tools)})")
+    defs: dict[str, Any] = {}
     variants = [
         {
             "type": "object",
-            "properties": {"name": {"const": t.name}, "arguments": bounded(t.parameters)},
+            "properties": {"name": {"const": t.name}, "arguments": _hoist_defs(bounded(t.parameters), defs)},
             "required": ["name", "arguments"],
             "additionalProperties": False,
         }
         for t in chosen
     ]
     return {
+        **({"$defs": defs} if defs else {}),
         "type": "array",
         "items": variants[0] if len(variants) == 1 else {"anyOf": variants},
         "minItems": 1,
-        "maxItems": 1 if name is not None else MAX_CALLS,
+        "maxItems": MAX_CALLS if parallel and name is None else 1,
     }
+
+
+def _hoist_defs(schema: dict, defs: dict) -> dict:
+    """Move ``$defs``/``definitions`` to the root of the call schema, where ``#/$defs/...`` refs point.
+
+    Raises:
+        BadRequestError: two tools define the same name differently.
+    """
+    schema = dict(schema)
+    for key in ("$defs", "definitions"):
+        for name, sub in (schema.pop(key, None) or {}).items():
+            if defs.get(name, sub) != sub:
+                raise BadRequestError(f"two tools define {name!r} differently in $defs; rename one")
+            defs[name] = sub
+    return json.loads(json.dumps(schema).replace('"#/definitions/', '"#/$defs/'))
 
 
 def choice_name(tool_choice: Any) -> str | None:
