@@ -161,6 +161,7 @@ def test_end_to_end_with_the_embedded_model_and_the_calculator(llama_llm, tmp_pa
     assert all(isinstance(e, (TextDelta, ToolCall, ToolResult, AgentDone)) for e in events)
 
 
+@pytest.mark.slow
 def test_cli_ask_with_tools_json(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
