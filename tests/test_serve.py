@@ -5,6 +5,7 @@ One uvicorn server per module (embedded SmolLM2-135M on llama.cpp); generations 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -313,3 +314,76 @@ def test_ollama_errors(oclient):
     with pytest.raises(ollama.ResponseError) as exc:
         oclient.chat(model="smollm2-135m", messages=QUESTION, options={"temperature": -1})
     assert exc.value.status_code == 400
+
+
+# --- tools and structured output ----------------------------------------------------------------------------
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def test_tool_calls_come_back_unexecuted_in_openai_shape(client, llm):
+    resp = client.chat.completions.create(model=llm.model, messages=ASK_WEATHER, tools=[WEATHER],
+                                          tool_choice="required", max_tokens=60, temperature=0)
+    choice = resp.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("call_")
+    args = json.loads(call.function.arguments)
+    assert isinstance(args["city"], str)  # valid against the schema: decoding was constrained
+    assert not choice.message.content
+
+
+def test_streamed_tool_calls(client, llm):
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    chunks = list(client.chat.completions.create(model=llm.model, messages=ASK_WEATHER, tools=[WEATHER],
+                                                 tool_choice=named, max_tokens=60, temperature=0, stream=True))
+    deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert deltas and deltas[0].function.name == "get_weather" and deltas[0].index == 0
+    json.loads("".join(d.function.arguments or "" for d in deltas if d.index == 0))
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+
+
+def test_json_schema_response_format(client, llm):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+              "required": ["name", "age"], "additionalProperties": False}
+    resp = client.chat.completions.create(
+        model=llm.model, messages=[{"role": "user", "content": "Invent a person. Reply in JSON."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+        max_tokens=60, temperature=0)
+    jsonschema.validate(json.loads(resp.choices[0].message.content), schema)
+
+
+def test_execute_tools_runs_built_ins_and_reports_calls_and_results(server, llm):
+    from phikit.tools.builtins import calculate_value
+
+    body = {"messages": [{"role": "user", "content": "What is 17 * 23? Use the calculator."}], "max_tokens": 60,
+            "temperature": 0, "tools": [{"type": "function", "function": {"name": "calculate"}}],
+            "tool_choice": "required", "phikit": {"execute_tools": True}}
+    resp = httpx.post(server[0] + "/v1/chat/completions", json=body, timeout=120).json()
+    events = resp["phikit"]["events"]
+    call = next(e for e in events if e["type"] == "ToolCallEvent")["call"]
+    result = next(e for e in events if e["type"] == "ToolResult")
+    assert call["function"]["name"] == "calculate" and result["name"] == "calculate"
+    if result["status"] == "ok":  # the tool really ran on the model's own arguments
+        expr = json.loads(call["function"]["arguments"])["expression"]
+        assert json.loads(result["content"]) == calculate_value(expr)
+    assert resp["choices"][0]["finish_reason"] in ("stop", "length")
+    bad = httpx.post(server[0] + "/v1/chat/completions",
+                     json={**body, "tools": [{"type": "function", "function": {"name": "rm_rf"}}]})
+    assert bad.status_code == 400 and "built-in" in error_of(bad)["message"]
+
+
+def test_ollama_format_schema(oclient, llm):
+    schema = {"type": "object", "properties": {"color": {"type": "string"}}, "required": ["color"]}
+    resp = oclient.chat(model=llm.model, messages=[{"role": "user", "content": "Name a color in JSON."}],
+                        format=schema, options={"num_predict": 40, "temperature": 0})
+    assert isinstance(json.loads(resp.message.content)["color"], str)

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import BadRequestError, PhikitError
-from .generation import NotSupportedError
+from .generation import NotSupportedError, builtin_tool_names
 from .metrics import Metrics
 from .worker import GenerationTimeout, ModelWorker, QueueFullError
 
@@ -256,6 +256,7 @@ def create_app(
                             "cancelled": worker.stats.cancelled, "last_cancelled_tokens": worker.stats.last_cancelled_tokens,
                             "timed_out": worker.stats.timed_out, "rejected": worker.stats.rejected},
             "knowledge_bases": list(s.kbs),
+            "tools": builtin_tool_names(),
             "uptime_s": round(time.time() - s.started_at, 1),
         }
 

@@ -150,19 +150,38 @@ def raw_completion(llm, prompt: str, params: dict[str, Any]) -> Iterator[Any]:
                          prompt_tokens=len(ids), params=sp, started=started)
 
 
+def builtin_tool_names() -> list[str]:
+    """Names of the tools the server may run itself (``phikit.execute_tools``); empty without phikit.tools."""
+    try:
+        from ..tools.builtins import BUILTINS
+    except ImportError:
+        return []
+    return sorted(BUILTINS)
+
+
 def run_agent_events(llm, job: ChatJob, params: dict[str, Any]) -> Iterator[Any]:
     """Run phikit's agent loop with the server's built-in tools (``phikit.execute_tools``).
 
+    Only built-in tools run on the server (a client cannot make it run arbitrary code): ``tools`` names a
+    subset of them, or is omitted for all.
+
     Raises:
         NotSupportedError: the agent loop is not available in this build.
+        BadRequestError: a tool that is not built in, or options the agent loop does not take.
     """
     try:
         from ..agent import run_agent
+        from ..tools.builtins import BUILTINS
     except ImportError:
         raise NotSupportedError("execute_tools is not available: this phikit build has no agent loop") from None
-    names = [t["function"]["name"] for t in job.tools or []]
-    return run_agent(llm, job.messages, tools=names, stream=True, **{k: v for k, v in job.chat_kwargs().items()
-                                                                     if k not in ("tools", "tool_choice")}, **params)
+    names = [t["function"]["name"] for t in job.tools] if job.tools else sorted(BUILTINS)
+    unknown = [n for n in names if n not in BUILTINS]
+    if unknown:
+        raise BadRequestError(f"execute_tools runs only the server's built-in tools ({', '.join(sorted(BUILTINS))}); "
+                              f"{', '.join(unknown)} is not one of them: drop execute_tools to get the calls back instead")
+    if job.kb is not None or job.cot or job.response_format is not None:
+        raise BadRequestError("execute_tools cannot be combined with kb, cot or response_format in one request")
+    return run_agent(llm, job.messages, [BUILTINS[n] for n in names], tool_choice=job.tool_choice or "auto", **params)
 
 
 def _event_data(ev: Any) -> dict[str, Any]:

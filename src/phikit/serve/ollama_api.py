@@ -21,9 +21,15 @@ from ..prompt import normalize_messages
 from .app import APIError, ServerState, to_api_error
 from .generation import ChatJob, Part, check_params, sampling
 from .openai_api import check_embedding_model, embed_texts, record, run_parts, started, until_disconnect
-from .schemas import OllamaChatRequest, OllamaEmbedRequest, OllamaGenerateRequest, OllamaOptions
+from .schemas import (
+    ERROR_RESPONSES,
+    OllamaChatRequest,
+    OllamaEmbedRequest,
+    OllamaGenerateRequest,
+    OllamaOptions,
+)
 
-router = APIRouter(tags=["ollama"])
+router = APIRouter(tags=["ollama"], responses=ERROR_RESPONSES)
 
 
 def now() -> str:

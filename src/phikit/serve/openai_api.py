@@ -19,9 +19,15 @@ from fastapi.responses import StreamingResponse
 from ..prompt import normalize_messages
 from .app import APIError, ServerState, error_body, to_api_error
 from .generation import ChatJob, Part, check_params, new_id, parts, sampling, start_job
-from .schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, SamplingFields
+from .schemas import (
+    ERROR_RESPONSES,
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    SamplingFields,
+)
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], responses=ERROR_RESPONSES)
 
 
 def state_of(request: Request) -> ServerState:
@@ -70,7 +76,7 @@ def chat_job(state: ServerState, req: ChatCompletionRequest) -> ChatJob:
         name = (req.tool_choice.get("function") or {}).get("name")
         if not name or not any(t["function"]["name"] == name for t in tools or []):
             raise APIError(400, f"tool_choice names the function {name!r}, which is not in tools", param="tool_choice")
-    elif req.tool_choice in ("auto", "required") and not tools:
+    elif req.tool_choice in ("auto", "required") and not tools and not req.phikit.execute_tools:
         raise APIError(400, f"tool_choice is {req.tool_choice!r} but no tools were given", param="tool_choice")
     fmt = req.response_format
     if fmt is not None:
@@ -82,9 +88,10 @@ def chat_job(state: ServerState, req: ChatCompletionRequest) -> ChatJob:
                            param="response_format")
         if kind == "text":
             fmt = None
+    execute = req.phikit.execute_tools
+    kb = state.pick_kb(req.phikit.kb if req.phikit.kb is not None or not execute else False)
     return ChatJob(messages=messages, params=request_params(req), tools=tools, tool_choice=req.tool_choice,
-                   response_format=fmt, cot=req.phikit.cot, kb=state.pick_kb(req.phikit.kb),
-                   execute_tools=req.phikit.execute_tools)
+                   response_format=fmt, cot=req.phikit.cot, kb=kb, execute_tools=execute)
 
 
 async def run_parts(state: ServerState, job: ChatJob) -> AsyncIterator[Part]:

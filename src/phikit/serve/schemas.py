@@ -15,6 +15,29 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body (``/api/*`` routes answer Ollama's ``{"error": "..."}`` instead)."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    400: {"model": ErrorResponse, "description": "Malformed JSON, a bad value, or a prompt over the context window"},
+    401: {"model": ErrorResponse, "description": "Missing or wrong API key (when the server has one)"},
+    404: {"model": ErrorResponse, "description": "Unknown model"},
+    429: {"model": ErrorResponse, "description": "Queue full; retry after the Retry-After header's seconds"},
+    501: {"model": ErrorResponse, "description": "A feature this server does not provide"},
+    504: {"model": ErrorResponse, "description": "The request ran past the server's timeout"},
+}
+
+
 class FunctionDef(_Body):
     name: str = Field(min_length=1, max_length=64)
     description: str | None = None
@@ -31,7 +54,7 @@ class Message(BaseModel):
     """One chat turn. ``content`` is text or OpenAI text parts; tool turns carry ``tool_call_id``."""
 
     model_config = ConfigDict(extra="allow")
-    role: str
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None

@@ -53,6 +53,10 @@ async function loadInfo() {
     $("model").textContent = `${info.model} · ${info.backend}`;
     $("queue").textContent = info.batching ? "" : "requests are queued one at a time";
     serverKbs = info.knowledge_bases || [];
+    if ((info.tools || []).length) {
+      $("tools-label").hidden = false;
+      $("tools-names").textContent = `(${info.tools.join(", ")})`;
+    }
     if (serverKbs.length) {
       $("kb-label").hidden = false;
       $("kb-name").textContent = `(${serverKbs[0]})`;
@@ -152,7 +156,8 @@ async function send(text) {
     temperature: Number($("temperature").value),
     phikit: { cot: $("cot").checked },
   };
-  if (serverKbs.length) request.phikit.kb = $("kb").checked;
+  if (serverKbs.length) request.phikit.kb = $("kb").checked && !$("tools").checked;
+  if ($("tools").checked) request.phikit.execute_tools = true;
   controller = new AbortController();
   $("send").hidden = true;
   $("stop").hidden = false;
