@@ -156,22 +156,50 @@ def test_cli_ask_on_a_remote_server(server):
     assert res["backend"] == "openai" and res["text"].strip()
 
 
-def test_agent_loop_on_a_remote_model(remote):
-    """phikit's agent loop, with a real tool, on the remote model (tool_choice=auto: no grammar needed)."""
-    agent = pytest.importorskip("phikit.agent", reason="the agent loop (issue 4) is not in this build")
-    tools_mod = pytest.importorskip("phikit.tools")
-    calls = []
+class AgentScriptedEngine:
+    """A stand-in model for the remote server: asks for ``calculate`` until a tool result is in the prompt,
+    then answers with it. Characters are tokens; it runs the real stream loop and chat template."""
 
-    def get_weather(city: str) -> str:
-        """Current weather for a city.
+    CALL = 'functools[{"name": "calculate", "arguments": {"expression": "17 * 23"}}]'
 
-        Args:
-            city: the city name, e.g. Paris.
-        """
-        calls.append(city)
-        return f"Sunny, 21 C in {city}"
+    @staticmethod
+    def make():
+        from phikit.engines.local import LocalEngine
 
-    tool = tools_mod.tool(get_weather) if hasattr(tools_mod, "tool") else get_weather
-    result = agent.run_agent(remote, "What is the weather in Paris? Use the get_weather tool.", tools=[tool],
-                             max_new_tokens=64, temperature=0)
-    assert result is not None
+        class Engine(LocalEngine):
+            name, model_name, context_length, eos_ids = "scripted", "scripted-agent", 4096, {0}
+
+            def encode(self, text):
+                return [ord(c) for c in text]
+
+            def decode(self, ids):
+                return "".join(chr(i) for i in ids if i > 0)
+
+            def token_steps(self, prompt_ids, params):
+                prompt = self.decode(prompt_ids)
+                reply = "17 * 23 = 391." if "391" in prompt else AgentScriptedEngine.CALL
+                yield from (ord(c) for c in reply)
+                yield 0
+
+        return Engine()
+
+
+def test_agent_loop_on_a_remote_model():
+    """phikit's agent loop on the client; the model on a remote phikit server. The call goes out as OpenAI
+    tool_calls, runs here, and its result goes back to the server as a tool message."""
+    from phikit.agent import AgentDone, ToolResult, run_agent
+    from phikit.llm import LLM
+    from phikit.serve import create_app
+    from phikit.serve.background import background
+
+    with background(create_app(LLM(AgentScriptedEngine.make()))) as url:
+        remote = phikit.load(backend="openai", base_url=url)
+        events = list(run_agent(remote, "What is 17 * 23?", ["calculate"], max_new_tokens=100, temperature=0))
+        results = [e for e in events if isinstance(e, ToolResult)]
+        done = events[-1]
+        assert isinstance(done, AgentDone)
+        assert [r.name for r in results] == ["calculate"] and results[0].status == "ok"
+        assert results[0].content == "391"  # the tool really ran, here, on the remote model's arguments
+        assert done.text == "17 * 23 = 391." and done.steps == 2
+        metrics = httpx.get(url + "/metrics").text
+        assert "phikit_tool_calls_total 1.0" in metrics  # the server returned the call, unexecuted
