@@ -209,7 +209,11 @@ def main() -> None:
         "other work; absolute figures are noisy, ratios less so).",
         "",
         "llama.cpp is not thread-safe, so the server runs **one generation at a time per model and queues the "
-        "rest (no batching)**: aggregate tokens/s stays at the single-stream rate and TTFT grows with the queue.",
+        "rest (no batching)**: TTFT grows with the queue, and aggregate tokens/s cannot exceed what one stream "
+        "gets. Read the aggregate column together with the last one: the per-request decode rate moves with the "
+        "load other processes put on the shared cores during the run (batching cannot explain a rise; there is "
+        "none), and with a queue there are no idle gaps between requests, which is why the aggregate at 4 and 16 "
+        "clients sits closer to the per-request rate than at 1 client.",
         "",
         "| clients | requests | aggregate tok/s | TTFT p50 (ms) | TTFT p95 (ms) | per-request decode tok/s |",
         "|---:|---:|---:|---:|---:|---:|",
