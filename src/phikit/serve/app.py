@@ -145,6 +145,13 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"{where}{e.get('msg', 'invalid value')}" + (f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""), param
 
 
+def force_json(scope: dict) -> dict:
+    """Treat API request bodies as JSON whatever their Content-Type: Ollama's docs use ``curl -d '{...}'``,
+    which sends ``application/x-www-form-urlencoded``, and Ollama accepts it."""
+    headers = [(k, v) for k, v in scope.get("headers") or [] if k != b"content-type"]
+    return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+
+
 class AccessAndMetrics:
     """ASGI middleware: Bearer-key check on the API paths, and per-route counts and latency to the last byte."""
 
@@ -167,6 +174,8 @@ class AccessAndMetrics:
                 state.metrics.errors.labels("authentication_error").inc()
                 state.metrics.requests.labels(path, "401").inc()
                 return await JSONResponse(body, status_code=401)(scope, receive, send)
+        if scope["method"] == "POST" and path.startswith(PROTECTED):
+            scope = force_json(scope)
         t0 = time.perf_counter()
         status = {"code": 500}
 
