@@ -53,5 +53,8 @@ def serve(
     key = api_key or os.environ.get("PHIKIT_API_KEY")
     server = create_app(llm, api_key=key, kbs=kbs, max_queue=max_queue, timeout_s=timeout)
     print(f"phikit serve · {llm.model} on {llm.backend} · http://{host}:{port}/ (chat page), /v1 (OpenAI), /api (Ollama)"
-          f"{' · API key required' if key else ''} · requests are queued one at a time, not batched", file=sys.stderr)
+          f"{' · API key required' if key else ''} · "
+          + ("requests are queued one at a time, not batched" if server.state.phikit.worker.concurrency == 1
+             else f"up to {server.state.phikit.worker.concurrency} requests at once, batched by the remote server"),
+          file=sys.stderr)
     uvicorn.run(server, host=host, port=port, log_level="warning")

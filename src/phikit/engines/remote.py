@@ -79,6 +79,7 @@ class OpenAIEngine:
 
     name = "openai"
     chat_template = None  # the server applies its own template
+    max_concurrency = 16  # requests phikit serve sends at once; the remote server batches them (httpx is thread-safe)
     eos_ids: frozenset[int] = frozenset()
 
     def __init__(self, model: Any = None, *, base_url: str | None = None, api_key: str | None = None,

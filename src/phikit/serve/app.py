@@ -221,7 +221,8 @@ def create_app(
         summary="OpenAI- and Ollama-compatible server for Phi-4-mini and other small chat models.",
         docs_url="/docs",
     )
-    worker = ModelWorker(max_queue=max_queue, timeout_s=timeout_s)
+    worker = ModelWorker(max_queue=max_queue, timeout_s=timeout_s,
+                         concurrency=getattr(llm.engine, "max_concurrency", 1))
     kbs = dict(kbs or {})
     app.state.phikit = ServerState(llm=llm, worker=worker, metrics=Metrics(worker), api_key=api_key, kbs=kbs,
                                    default_kb=next(iter(kbs), None))
@@ -258,7 +259,7 @@ def create_app(
             "status": "ok",
             "model": s.model,
             "backend": s.llm.backend,
-            "batching": False,
+            "batching": worker.concurrency > 1,  # only through a remote engine whose server batches
             "concurrency": worker.concurrency,
             "queue": {"running": worker.running, "waiting": worker.waiting, "max_waiting": worker.max_queue},
             "generations": {"started": worker.stats.started, "finished": worker.stats.finished,

@@ -3,7 +3,7 @@
 Each request's generation runs in its own thread and feeds an ``asyncio.Queue`` through
 ``loop.call_soon_threadsafe`` (the bridge vLLM's and mlx-lm's servers use). llama.cpp and our transformers
 decode loop are not thread-safe, so a lock serialises generations per model: on these backends requests are
-**queued, not batched**. The queue is bounded; past it :class:`QueueFullError` (HTTP 429 with Retry-After).
+**queued, not batched**. A remote engine (vLLM, another server) runs several at once and its server batches. The queue is bounded; past it :class:`QueueFullError` (HTTP 429 with Retry-After).
 A request that goes away (client disconnect, timeout) sets its ``cancel`` event, which the shared stream
 loop checks after every decode step, so the model stops within one token.
 """
@@ -57,19 +57,21 @@ class WorkerStats:
 
 
 class ModelWorker:
-    """Runs generations one at a time in worker threads, with a bounded wait queue.
+    """Runs generations in worker threads, at most ``concurrency`` at once, with a bounded wait queue.
 
     Args:
-        max_queue: requests allowed to wait while one runs; the next one gets :class:`QueueFullError`.
+        max_queue: requests allowed to wait while ``concurrency`` run; the next one gets :class:`QueueFullError`.
         timeout_s: wall-clock seconds a request may take, queueing included.
+        concurrency: generations at once: 1 for in-process engines (llama.cpp and our transformers loop are
+            not thread-safe); more for a remote engine, whose server batches them.
     """
 
-    concurrency = 1  # generations that run at once on one model (llama.cpp is not thread-safe)
-
-    def __init__(self, *, max_queue: int = 16, timeout_s: float = 600.0):
+    def __init__(self, *, max_queue: int = 16, timeout_s: float = 600.0, concurrency: int = 1):
         self.max_queue = max_queue
         self.timeout_s = timeout_s
-        self.lock = threading.Lock()
+        self.concurrency = max(1, concurrency)
+        self.lock = threading.Semaphore(self.concurrency)
+        self._count = threading.Lock()
         self.admitted = 0  # running + waiting; touched only on the event loop
         self.running = 0
         self.stats = WorkerStats()
@@ -79,10 +81,10 @@ class ModelWorker:
         return max(0, self.admitted - self.running)
 
     def retry_after(self) -> int:
-        """Seconds until the queue has likely drained by one request (mean recent duration x waiting)."""
+        """Seconds until the queue has likely drained by one request (mean recent duration x waiting / slots)."""
         recent = self.stats.recent_s[-20:]
         mean = sum(recent) / len(recent) if recent else 1.0
-        return max(1, math.ceil(mean * max(1, self.waiting)))
+        return max(1, math.ceil(mean * max(1, self.waiting) / self.concurrency))
 
     def admit(self) -> None:
         """Reserve a place, or raise :class:`QueueFullError`. Call :meth:`stream` right after."""
@@ -152,24 +154,27 @@ class ModelWorker:
                 put(_END)
                 return
         t0 = time.perf_counter()
-        self.running += 1
-        self.stats.started += 1
+        with self._count:
+            self.running += 1
+            self.stats.started += 1
         try:
             if cancel.is_set():
                 self.stats.abandoned_in_queue += 1
                 return
             for ev in start(cancel):
                 if isinstance(ev, Done) and ev.finish_reason == "cancelled":
-                    self.stats.cancelled += 1
-                    self.stats.last_cancelled_tokens = ev.usage.completion_tokens
+                    with self._count:
+                        self.stats.cancelled += 1
+                        self.stats.last_cancelled_tokens = ev.usage.completion_tokens
                 put(ev)
         except BaseException as exc:  # noqa: BLE001 - forwarded to the request; the server decides the status code
             put(exc)
         finally:
             dt = time.perf_counter() - t0
-            self.stats.finished += 1
-            self.stats.busy_s += dt
-            self.stats.recent_s = [*self.stats.recent_s[-19:], dt]
-            self.running -= 1
+            with self._count:
+                self.stats.finished += 1
+                self.stats.busy_s += dt
+                self.stats.recent_s = [*self.stats.recent_s[-19:], dt]
+                self.running -= 1
             self.lock.release()
             put(_END)
