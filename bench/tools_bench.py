@@ -111,15 +111,18 @@ def main(argv=None) -> None:
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--overhead-cases", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads (1 is fastest on a shared 2-core box)")
     args = ap.parse_args(argv)
 
-    import phikit
     from tqdm import tqdm
+
+    import phikit
 
     cases = json.loads(Path(args.cases).read_text())["cases"]
     if args.limit:
         cases = cases[: args.limit]
-    llm = phikit.load("smollm2-135m", backend=args.backend)
+    opts = {"n_threads": args.threads} if args.backend == "llamacpp" else {}
+    llm = phikit.load("smollm2-135m", backend=args.backend, **opts)
     rows = []
     for case in tqdm(cases, desc="cases", file=sys.stderr):
         rows.append({"question": case["question"], "expected": case["expected"],
@@ -136,12 +139,14 @@ def main(argv=None) -> None:
             "median_tok_s": round(statistics.median(r["tok_s"] for r in rs), 1),
         }
     over = overhead(llm, cases, args.max_tokens, args.overhead_cases) if args.backend == "llamacpp" else {}
+    from importlib.metadata import version
+
     import llama_cpp
     import xgrammar  # noqa: F401
-    from importlib.metadata import version
 
     report = {
         "model": llm.model, "backend": llm.backend, "cases": len(rows), "max_new_tokens": args.max_tokens,
+        "threads": args.threads,
         "device": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
         "versions": {"llama_cpp_python": llama_cpp.__version__, "xgrammar": version("xgrammar"), "python": platform.python_version()},
         "load_average_1m": round(os.getloadavg()[0], 2),

@@ -199,7 +199,7 @@ def test_extract_keeps_the_prose():
     "expr, value",
     [("1234 * 5678", 7006652), ("0.1 + 0.2", 0.3), ("2 ** 100", 2**100), ("7 // 2", 3), ("7 % 4", 3),
      ("-(3 - 5) * 2", 4), ("sqrt(16)", 4.0), ("1/4", 0.25), ("2^10", 1024), ("3 × 4 ÷ 6", 2), ("1,234 + 1", 1235),
-     ("factorial(5)", 120), ("round(2.5)", 2), ("What is 6*7?".split("is ")[1], 42)],
+     ("factorial(5)", 120), ("round(2.5)", 2), ("6*7?", 42)],
 )
 def test_calculate_is_exact(expr, value):
     assert calculate(expr) == value

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engines import Done, TextDelta, Usage
+from .engines import Done, Usage
 from .errors import PhikitError
 from .prompt import normalize_messages
 from .tools.chat import StepDone, ToolCallEvent, check_choice, neutralize, step
@@ -157,14 +157,6 @@ def run_agent(
         ttft_ms = d.ttft_ms if ttft_ms is None else ttft_ms
         decode_s += (d.usage.completion_tokens - 1) / d.tokens_per_s if d.tokens_per_s else 0.0
 
-        def finish(reason: str, text: str, pending: Sequence[dict] = ()) -> AgentDone:
-            return AgentDone(
-                finish_reason=reason, usage=Usage(prompt_tokens, completion_tokens), ttft_ms=ttft_ms or 0.0,
-                tokens_per_s=(completion_tokens - n - 1) / decode_s if decode_s > 0 else 0.0, text=text,
-                tool_calls=tuple(calls_made), tool_results=tuple(r.to_dict() for r in results),
-                pending_calls=tuple(pending), messages=tuple(msgs), steps=n + 1,
-            )
-
         if turn.errors and not turn.calls:
             if repaired:
                 raise ToolCallError(f"the model's tool call is still invalid after a repair turn: {turn.errors[0]}")
@@ -174,7 +166,7 @@ def run_agent(
                      "Reply with one corrected call, or answer in plain text."}]
             continue
         if not turn.calls:
-            yield finish(d.finish_reason, turn.content)
+            yield _final(d.finish_reason, turn.content, (), n + 1, prompt_tokens, completion_tokens, ttft_ms, decode_s, calls_made, results, msgs)
             return
         msgs = [*msgs, {"role": "assistant", "content": turn.content, "tool_calls": turn.calls}]
         pending = []
@@ -196,9 +188,19 @@ def run_agent(
             msgs = [*msgs, {"role": "tool", "tool_call_id": call["id"], "name": tool.name,
                             "content": result.content}]
         if pending:
-            yield finish("tool_calls", turn.content, pending)
+            yield _final("tool_calls", turn.content, pending, n + 1, prompt_tokens, completion_tokens, ttft_ms, decode_s, calls_made, results, msgs)
             return
-    yield finish("tool_calls", "")
+    yield _final("tool_calls", "", (), max_steps, prompt_tokens, completion_tokens, ttft_ms, decode_s, calls_made, results, msgs)
+
+
+def _final(reason, text, pending, steps, prompt_tokens, completion_tokens, ttft_ms, decode_s, calls, results, msgs):
+    decoded = completion_tokens - steps  # the first token of each turn is counted in its TTFT
+    return AgentDone(
+        finish_reason=reason, usage=Usage(prompt_tokens, completion_tokens), ttft_ms=ttft_ms or 0.0,
+        tokens_per_s=decoded / decode_s if decode_s > 0 else 0.0, text=text,
+        tool_calls=tuple(calls), tool_results=tuple(r.to_dict() for r in results),
+        pending_calls=tuple(pending), messages=tuple(msgs), steps=steps,
+    )
 
 
 def _policy(call: dict, tool: Tool, msgs: list, allowed: set, guards: Sequence[Guard], confirm) -> Any:

@@ -6,7 +6,17 @@ model turn with tools), :mod:`.builtins` and :mod:`.audit`. The agent loop is :m
 """
 
 from .parse import extract_tool_calls, parse_tool_calls
-from .schema import Tool, ToolCallError, ToolDefinitionError, as_tool, as_tools, normalize_schema, to_openai_tool, tool, validate_call
+from .schema import (
+    Tool,
+    ToolCallError,
+    ToolDefinitionError,
+    as_tool,
+    as_tools,
+    normalize_schema,
+    to_openai_tool,
+    tool,
+    validate_call,
+)
 
 __all__ = [
     "Tool",

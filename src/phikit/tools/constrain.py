@@ -253,14 +253,16 @@ class GrammarProcessor:
         self.error: str | None = None
 
     def __call__(self, ids: Sequence[int], logits: Any) -> Any:
+        import torch
         import xgrammar as xgr
 
         if self.start is None:
             self.start = len(ids)
         new = list(ids[self.start + self.fed :])
         self.fed += len(new)
-        if not logits.is_contiguous():  # llama-cpp-python hands a strided view into its candidates array
-            logits = logits.contiguous()
+        # llama-cpp-python hands a strided view into its candidates array; transformers an inference tensor.
+        if not logits.is_contiguous() or logits.is_inference():
+            logits = logits.clone(memory_format=torch.contiguous_format)
         for tok in new:
             if not self.matcher.accept_token(int(tok)):
                 # Only possible if a backend sampled outside the mask; end the turn (validation reports it).
