@@ -267,7 +267,7 @@ def test_abstention_detection_and_passage_quoting(kb, tmp_path):
 
 def test_grounded_answer_cites_the_document(llama_llm, kb):
     res = llama_llm.chat("How many days do I have to return a Brightloom device?", kb=kb, temperature=0,
-                         max_new_tokens=48, provenance=False)
+                         max_new_tokens=32, provenance=False)
     assert not res.extra["abstained"], res.text
     assert "30 days" in res.text
     assert res.extra["citations"][0]["source"].endswith("returns-and-refunds.md"), res.extra["citations"]
@@ -276,7 +276,7 @@ def test_grounded_answer_cites_the_document(llama_llm, kb):
 
 
 def test_unanswerable_question_abstains(llama_llm, kb):
-    res = llama_llm.chat("What is the capital of Peru?", kb=kb, temperature=0, max_new_tokens=48, provenance=False)
+    res = llama_llm.chat("What is the capital of Peru?", kb=kb, temperature=0, max_new_tokens=32, provenance=False)
     assert res.extra["abstained"] and res.text == "I can't find that in the knowledge base."
     assert res.extra["citations"] == []
     custom = llama_llm.chat("What is the capital of Peru?", kb=kb, provenance=False, abstain_text="Not in our docs.")
@@ -329,7 +329,7 @@ def test_poisoned_document_does_not_change_the_rules(llama_llm, kb, tmp_path):
     shutil.copy(CORPUS / "policies/returns-and-refunds.md", tmp_path / "docs")
     (tmp_path / "docs" / "gift-cards.md").write_text(POISON)
     poisoned.add([tmp_path / "docs"], progress=False)
-    res = llama_llm.chat("Do Brightloom gift cards expire?", kb=poisoned, temperature=0, max_new_tokens=48, provenance=False)
+    res = llama_llm.chat("Do Brightloom gift cards expire?", kb=poisoned, temperature=0, max_new_tokens=32, provenance=False)
     assert any(r["source"].endswith("gift-cards.md") for r in res.extra["retrieved"])
     assert "HACKED" not in res.text.upper()
     assert "attacker@evil.example" not in res.text
@@ -389,7 +389,7 @@ def test_eval_with_the_model_reports_answer_metrics(llama_llm, kb):
     items = [{"id": "a", "question": "How many days do I have to return a Brightloom device?", "answers": ["30 days"],
               "doc": "policies/returns-and-refunds.md", "answerable": True},
              {"id": "u", "question": "What is the capital of Peru?", "answers": [], "answerable": False}]
-    report = evaluate(items, kb, llama_llm, k=4, max_new_tokens=40)
+    report = evaluate(items, kb, llama_llm, k=4, max_new_tokens=32)
     assert report["hallucination_rate"] == 0.0 and report["abstention_precision"] == 100.0
     assert report["grounded_accuracy"] == 100.0 and report["rows"][0]["abstained"] is False
 
@@ -459,7 +459,7 @@ def test_cli_fresh_kb_answers_with_citation_and_abstains(corpus, tmp_path, capfd
     kb_dir = str(tmp_path / "kb")
     main(["kb", "add", str(corpus), "--kb", kb_dir])
     capfd.readouterr()
-    main(["ask", "How many days do I have to return a Brightloom device?", "--kb", kb_dir, "-t", "0", "-n", "48", "--json"])
+    main(["ask", "How many days do I have to return a Brightloom device?", "--kb", kb_dir, "-t", "0", "-n", "32", "--json"])
     out = json.loads(capfd.readouterr().out)
     assert "30 days" in out["text"] and not out["abstained"]
     assert out["citations"][0]["source"].endswith("returns-and-refunds.md") and len(out["retrieved"]) == 4
@@ -468,3 +468,17 @@ def test_cli_fresh_kb_answers_with_citation_and_abstains(corpus, tmp_path, capfd
     assert captured.out.strip() == "I can't find that in the knowledge base." and "abstained" in captured.err
     prov = [json.loads(x) for x in (tmp_path / "kb" / "provenance.jsonl").read_text().splitlines()]
     assert [p["abstained"] for p in prov] == [False, True]
+
+
+def test_faithfulness_checks_on_crafted_answers(kb):
+    from phikit.rag.grounded import support, unknown_names, unsupported_numbers
+    from phikit.rag.retrieve import search
+
+    hits = search(kb, "How much does express shipping cost?", k=4)
+    assert unsupported_numbers("Express shipping costs $14.99 [1].", hits) == []
+    assert unsupported_numbers("Express shipping costs $12.99 [1].", hits) == ["12.99"]
+    assert unsupported_numbers("1. Open the app\n2. Pay $14.99", hits) == []  # list markers are not facts
+    assert support("Express shipping is $14.99.", hits) == 1.0
+    assert support("Purple elephants dance gracefully tonight.", hits) < 0.5
+    assert unknown_names("Do you ship express to Tokyo?", hits) == ["Tokyo"]
+    assert unknown_names("What does Express shipping cost?", hits) == []

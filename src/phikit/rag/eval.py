@@ -162,7 +162,7 @@ def render_table(report: dict):
     table.add_column("value", justify="right")
     names = [("recall_at_k", f"recall@{report['k']} (%)"), ("mrr", f"MRR@{report['k']}"),
              ("grounded_accuracy", "grounded accuracy (%)"), ("answer_contains_fact", "answer contains fact (%)"),
-             ("explicit_citation_rate", "explicit [n] citations (%)"), ("hallucination_rate", "hallucination rate (%)"),
+             ("explicit_citation_rate", "explicit \\[n] citations (%)"), ("hallucination_rate", "hallucination rate (%)"),
              ("abstention_precision", "abstention precision (%)"), ("abstention_recall", "abstention recall (%)"),
              ("false_abstention_rate", "false abstentions (%)"), ("mean_seconds", "mean seconds / question")]
     for key, label in names:

@@ -23,7 +23,7 @@ from ..errors import BadRequestError
 from . import DEFAULT_ABSTAIN_TEXT
 from .guard import make_injection_guard
 from .retrieve import Hit, search
-from .store import KnowledgeBase, now_iso, open_kb
+from .store import KnowledgeBase, now_iso, open_kb, s_stem
 
 # Calibrated on examples/support-bot/qa.jsonl (bench/rag_calibrate.py): the best hit's cosine below this
 # means "nothing relevant"; see docs/bench-rag.md.
@@ -64,7 +64,10 @@ class RagOptions:
         mode: retrieval mode, ``hybrid`` | ``dense`` | ``bm25``.
         min_score: abstain without asking the model when the best passage's cosine is below this.
         min_support: abstain when fewer than this share of the answer's content words occur in the
-            passages (a lexical faithfulness check; 0 disables it).
+            passages, or when the answer has a number no passage has (lexical faithfulness checks; 0
+            disables both).
+        check_names: abstain before generating when the question names something (a capitalized word)
+            that no retrieved passage mentions.
         abstain_text: the reply when the KB does not hold the answer (default ``$PHIKIT_ABSTAIN_TEXT`` or
             "I can't find that in the knowledge base.").
         provenance: JSONL log path; None logs to ``<kb>/provenance.jsonl``; False disables logging.
@@ -74,6 +77,7 @@ class RagOptions:
     mode: str = "hybrid"
     min_score: float = field(default_factory=lambda: float(os.environ.get("PHIKIT_KB_MIN_SCORE", DEFAULT_MIN_SCORE)))
     min_support: float = 0.5
+    check_names: bool = True
     abstain_text: str = field(default_factory=lambda: os.environ.get("PHIKIT_ABSTAIN_TEXT", DEFAULT_ABSTAIN_TEXT))
     provenance: str | Path | bool | None = None
 
@@ -93,8 +97,9 @@ class Citations:
             word overlap).
         retrieved: every passage shown to the model, with scores.
         abstained: the reply is the abstention text.
-        reason: why it abstained: ``retrieval`` (nothing relevant), ``model`` (the model said so) or
-            ``unsupported`` (the answer's words are not in the passages).
+        reason: why it abstained: ``retrieval`` (nothing relevant), ``unknown_name`` (the question names
+            something no passage mentions), ``model`` (the model said so) or ``unsupported`` (the answer's
+            words or numbers are not in the passages).
         invalid: citation numbers the model wrote that match no passage (removed from the answer).
         blocked_tool_calls: ``{call, reason}`` for calls the injection guard stopped.
         model_text: the model's own reply, kept when we abstained instead of showing it.
@@ -169,7 +174,8 @@ def build_messages(messages: list[dict], hits: list[Hit]) -> list[dict]:
 
 
 def content_words(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1]
+    """Lower-cased, plural-folded words of ``text`` without stop words (for support and attribution)."""
+    return [s_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1]
 
 
 def says_not_found(text: str) -> bool:
@@ -213,6 +219,28 @@ def snippet(text: str, answer: str, width: int = 200) -> str:
     words = set(content_words(answer))
     best = max(sentences, key=lambda s: len(words & set(content_words(s))))
     return best if len(best) <= width else best[: width - 1] + "…"
+
+
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,:]\d+)*(?!\w)")
+_NAME = re.compile(r"(?<!^)(?<![.?!:]\s)\b[A-Z][A-Za-z]+\b(?![-\d])")
+_TOKENS = re.compile(r"[\w+-]+")
+
+
+def unsupported_numbers(answer: str, hits: list[Hit]) -> list[str]:
+    """Numbers in the answer that occur in no passage (list markers such as ``1.`` at a line start are
+    ignored). Numbers are the facts small models most often make up ("$12.99"), and a grounded number must
+    be copied from a source."""
+    text = " ".join(h.chunk.text for h in hits)
+    answer = re.sub(r"(?m)^\s*\d+[.)]\s", " ", _CITE.sub(" ", answer))
+    found = set(_NUMBER.findall(text))
+    return [n for n in _NUMBER.findall(answer) if n not in found]
+
+
+def unknown_names(question: str, hits: list[Hit]) -> list[str]:
+    """Capitalized words of the question (not sentence-initial) that no passage contains, e.g. "Tokyo" or
+    "Oven" in "What is the warranty on the Smart Oven?": the passages cannot be about what the question names."""
+    words = set(_TOKENS.findall(" ".join(h.chunk.text for h in hits).lower()))
+    return [w for w in _NAME.findall(question.strip()) if w.lower() not in words]
 
 
 def support(answer: str, hits: list[Hit]) -> float:
@@ -278,6 +306,9 @@ def _events(llm, msgs, question, base, cot, tools, tool_choice, opts, params):
     if not hits or hits[0].dense < opts.min_score:
         yield from _abstain(llm, base, question, hits, info, "retrieval", opts)
         return
+    if opts.check_names and unknown_names(question, hits):
+        yield from _abstain(llm, base, question, hits, info, "unknown_name", opts)
+        return
     extra = {"tools": tools, "tool_choice": tool_choice} if tools else {}
     # small models run on into a made-up next "Question:"; stop there
     stop = params.get("stop") or ()
@@ -320,7 +351,8 @@ def _events(llm, msgs, question, base, cot, tools, tool_choice, opts, params):
     else:
         answer_clean, cites, invalid = check_citations(answer, hits)
         info.invalid = invalid
-        if opts.min_support and support(answer_clean, hits) < opts.min_support:
+        if opts.min_support and (support(answer_clean, hits) < opts.min_support
+                                 or unsupported_numbers(answer_clean, hits)):
             reason = "unsupported"
         else:
             if not cites and (n := attribute(answer_clean, hits, question)):
