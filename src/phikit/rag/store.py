@@ -391,7 +391,6 @@ class KnowledgeBase:
                 if old and old["sha256"] == sha:
                     report.unchanged.append(str(f))
                 elif not old and sha in by_sha:
-                    report.unchanged.append(str(f))
                     report.skipped.append((str(f), f"same content as {by_sha[sha]['path']}"))
                 else:
                     todo.append((f, sha, old))
