@@ -40,7 +40,7 @@ def make_app():
     from phikit.llm import LLM
     from phikit.serve import create_app
 
-    return create_app(LLM(ScriptedEngine()), max_queue=4, timeout_s=30)
+    return create_app(LLM(ScriptedEngine()), max_queue=4, timeout_s=300)
 
 
 APP = make_app()
