@@ -109,7 +109,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="docs/bench-tools.json")
     ap.add_argument("--backend", default="llamacpp")
     ap.add_argument("--limit", type=int, default=0)
-    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--max-tokens", type=int, default=48, help="budget of an unconstrained turn")
+    ap.add_argument("--constrained-max-tokens", type=int, default=96, help="budget of a constrained turn")
     ap.add_argument("--overhead-cases", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads (1 is fastest on a shared 2-core box)")
     args = ap.parse_args(argv)
@@ -127,7 +128,7 @@ def main(argv=None) -> None:
     for case in tqdm(cases, desc="cases", file=sys.stderr):
         rows.append({"question": case["question"], "expected": case["expected"],
                      "unconstrained": rates(llm, case, "auto", args.max_tokens),
-                     "constrained": rates(llm, case, "required", args.max_tokens)})
+                     "constrained": rates(llm, case, "required", args.constrained_max_tokens)})
     summary = {}
     for mode in ("unconstrained", "constrained"):
         rs = [r[mode] for r in rows]
@@ -138,14 +139,14 @@ def main(argv=None) -> None:
             "median_tokens": statistics.median(r["tokens"] for r in rs),
             "median_tok_s": round(statistics.median(r["tok_s"] for r in rs), 1),
         }
-    over = overhead(llm, cases, args.max_tokens, args.overhead_cases) if args.backend == "llamacpp" else {}
+    over = overhead(llm, cases, args.constrained_max_tokens, args.overhead_cases) if args.backend == "llamacpp" else {}
     from importlib.metadata import version
 
     import llama_cpp
     import xgrammar  # noqa: F401
 
     report = {
-        "model": llm.model, "backend": llm.backend, "cases": len(rows), "max_new_tokens": args.max_tokens,
+        "model": llm.model, "backend": llm.backend, "cases": len(rows), "max_new_tokens": {"unconstrained": args.max_tokens, "constrained": args.constrained_max_tokens},
         "threads": args.threads,
         "device": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
         "versions": {"llama_cpp_python": llama_cpp.__version__, "xgrammar": version("xgrammar"), "python": platform.python_version()},

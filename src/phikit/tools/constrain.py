@@ -2,10 +2,11 @@
 
 xgrammar (Dong et al. 2024, "XGrammar: Flexible and Efficient Structured Generation Engine for LLMs")
 compiles a JSON Schema into a pushdown automaton over the tokenizer's vocabulary and fills a bitmask of
-allowed next tokens; we set the others to -inf. One code path serves llama.cpp and transformers, and
-bench/tools_bench.py measured it against llama.cpp's own JSON-schema GBNF grammars (figures in
-docs/bench-tools.md): xgrammar's mask costs a fraction of a millisecond per token on the 49k-token vocabulary,
-where llama.cpp's grammar sampler costs more, so xgrammar is the one used.
+allowed next tokens; we set the others to -inf. It was picked over llama.cpp's JSON-schema GBNF grammars
+(``LlamaGrammar.from_json_schema``), measured by bench/tools_bench.py (figures in docs/bench-tools.md): GBNF
+costs fewer ms per token on llama.cpp, but exists only there, while one xgrammar processor serves both
+backends, compiles $defs/anyOf/pattern schemas, and sees the logits, which the two nudges below need (they
+turn the 135M model's truncated or junk-filled calls into complete ones).
 
 With ``tool_choice`` ``required`` or a named function the model must write ``functools[...]`` (Phi-4-mini's
 own call form) whose JSON is an array of ``{"name": <declared>, "arguments": <that tool's schema>}``;
@@ -186,7 +187,7 @@ def _compiler(engine: Any):
             info, width = _tokenizer_info(engine)
             # Tokens made only of closing characters: used to wrap up when the token budget runs low.
             vocab = info.decoded_vocab
-            closers = [i for i, t in enumerate(vocab) if t and set(t) <= set(b'"}] ')]
+            closers = [i for i, t in enumerate(vocab) if t and set(t) <= set(b'"}]')]
             entry = {
                 "compiler": xgr.GrammarCompiler(info, max_threads=2), "width": width, "grammars": {},
                 "closers": closers,
@@ -232,7 +233,7 @@ class GrammarProcessor:
 
     - when the model's own top token starts with ``}`` or ``]`` but the grammar forbids it (it is inside a
       string), the string is closed first: only allowed tokens made of ``"``, ``}``, ``]`` remain;
-    - when fewer than ``min(32, budget // 4)`` tokens of ``budget`` are left, the same closing tokens are
+    - when fewer than ``min(32, budget // 3)`` tokens of ``budget`` are left, the same closing tokens are
       preferred whenever one is allowed, so a model repeating itself still ends before ``max_new_tokens``.
     """
 
@@ -246,7 +247,7 @@ class GrammarProcessor:
         self.closers = torch.tensor(vocab.get("closers", []), dtype=torch.long)
         self.quote_closers = torch.tensor(vocab.get("quote_closers", []), dtype=torch.long)
         self.wants_close = vocab.get("wants_close", set())
-        self.wrap_up_at = None if budget is None else max(1, budget - min(32, budget // 4))
+        self.wrap_up_at = None if budget is None else max(1, budget - min(32, budget // 3))
         self.bitmask = xgr.allocate_token_bitmask(1, width)
         self.start: int | None = None
         self.fed = 0
