@@ -482,3 +482,5 @@ def test_faithfulness_checks_on_crafted_answers(kb):
     assert support("Purple elephants dance gracefully tonight.", hits) < 0.5
     assert unknown_names("Do you ship express to Tokyo?", hits) == ["Tokyo"]
     assert unknown_names("What does Express shipping cost?", hits) == []
+    eco = search(kb, "How much energy does Eco+ mode save?", k=4)
+    assert unknown_names("How much energy does Eco+ mode save?", eco) == []

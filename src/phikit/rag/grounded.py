@@ -239,7 +239,8 @@ def unsupported_numbers(answer: str, hits: list[Hit]) -> list[str]:
 def unknown_names(question: str, hits: list[Hit]) -> list[str]:
     """Capitalized words of the question (not sentence-initial) that no passage contains, e.g. "Tokyo" or
     "Oven" in "What is the warranty on the Smart Oven?": the passages cannot be about what the question names."""
-    words = set(_TOKENS.findall(" ".join(h.chunk.text for h in hits).lower()))
+    text = " ".join(h.chunk.text for h in hits).lower()
+    words = set(_TOKENS.findall(text)) | set(re.findall(r"[a-z]+", text))  # "Eco" matches "Eco+"
     return [w for w in _NAME.findall(question.strip()) if w.lower() not in words]
 
 
