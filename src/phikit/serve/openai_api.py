@@ -45,8 +45,8 @@ def check_unsupported(req: SamplingFields) -> None:
             raise APIError(400, f"{name} is not supported; use \"phikit\": {{\"repetition_penalty\": 1.1}}",
                            param=name)
     if req.phikit.adapter:
-        raise APIError(501, "LoRA adapters are not available on this server yet", "not_implemented",
-                       param="phikit.adapter", code="not_implemented")
+        raise APIError(404, f"adapter {req.phikit.adapter!r} not found: this server has no LoRA adapters loaded",
+                       param="phikit.adapter", code="adapter_not_found")
 
 
 def request_params(req: SamplingFields) -> dict[str, Any]:
