@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def in_thread(fn, *args, **kwargs):
+    """Run ``fn`` in a worker thread and return its result, as the server runs generations: llama.cpp's
+    speed depends on the calling thread (OpenMP spin-waits; docs/benchmarks.md), so the server and the
+    engine are compared from the same kind of thread."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn(*args, **kwargs)))
+    t.start()
+    t.join()
+    return out[0]
 
 
 def _cuda() -> bool:

@@ -14,22 +14,13 @@ import httpx
 import pytest
 
 import phikit
+from conftest import in_thread
 from phikit.engines import Done, TextDelta
 from phikit.errors import BadRequestError, PhikitError
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 LONG = [{"role": "user", "content": "List 300 animal names, one per line, numbered."}]
 CORPUS = Path(__file__).resolve().parents[1] / "examples" / "support-bot" / "corpus"
-
-
-def in_thread(fn, *args, **kwargs):
-    """Run ``fn`` in a worker thread, as the server does: on the 2-core CI VM llama.cpp decodes several
-    times slower from the process's main thread (docs/bench-serve.md)."""
-    out = []
-    t = threading.Thread(target=lambda: out.append(fn(*args, **kwargs)))
-    t.start()
-    t.join()
-    return out[0]
 
 
 @pytest.fixture(scope="module")

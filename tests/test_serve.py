@@ -13,21 +13,13 @@ import httpx
 import numpy as np
 import pytest
 
+from conftest import in_thread
+
 openai = pytest.importorskip("openai")
 ollama = pytest.importorskip("ollama")
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 LONG = [{"role": "user", "content": "List 300 animal names, one per line, numbered."}]
-
-
-def in_thread(fn, *args, **kwargs):
-    """Run ``fn`` in a worker thread, as the server does: on the 2-core CI VM llama.cpp decodes several
-    times slower from the process's main thread (docs/bench-serve.md)."""
-    out = []
-    t = threading.Thread(target=lambda: out.append(fn(*args, **kwargs)))
-    t.start()
-    t.join()
-    return out[0]
 
 
 @pytest.fixture(scope="module")
