@@ -74,9 +74,9 @@ def overhead(llm, cases, max_tokens, n):
         ids = eng.encode(eng.render(msgs, tpl_tools))
         schema = call_schema(tools, "required")
 
-        def run(**kw):
+        def run(ids=ids, **kw):
             eng.llm.reset()
-            toks, t0, first = 0, None, None
+            toks, first = 0, None
             for tok in eng.llm.generate(ids, temp=0, top_k=0, top_p=1, min_p=0, repeat_penalty=1, reset=True, **kw):
                 now = time.perf_counter()
                 first = first or now
