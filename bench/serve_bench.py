@@ -234,11 +234,10 @@ def main() -> None:
         "TTFT is measured by the client from sending the request to the first content chunk, so at 4 and 16 "
         "clients it includes the time spent waiting in the queue.",
         "",
-        "Note: the direct baseline runs in a worker thread, like the server's generations, because llama.cpp's "
-        "speed depends on the calling thread: its OpenMP workers spin-wait, and on this 2-core VM a quiet "
-        "machine decodes ~148 tok/s from the main thread vs ~90 from a worker thread, while a busy one "
-        "collapses the main thread to 6-16 tok/s (docs/benchmarks.md). Comparing across threads would measure "
-        "that, not the server.",
+        "Note: the direct baseline runs in worker threads of the same process, like the server's generations. "
+        "Calling llama.cpp from more than one thread of a process gives it two OpenMP thread pools on 2 cores, "
+        "and libgomp then throttles spin-waiting, so per-request rates here sit below what one calling thread "
+        "gets (docs/benchmarks.md); the server by itself generates from a single worker thread.",
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}, {png} and {args.json}")

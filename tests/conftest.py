@@ -12,9 +12,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def in_thread(fn, *args, **kwargs):
-    """Run ``fn`` in a worker thread and return its result, as the server runs generations: llama.cpp's
-    speed depends on the calling thread (OpenMP spin-waits; docs/benchmarks.md), so the server and the
-    engine are compared from the same kind of thread."""
+    """Run ``fn`` in a worker thread and return its result, as the server runs generations, so that the
+    server and the engine are compared from the same kind of thread (llama.cpp's OpenMP pools are per
+    calling thread; docs/benchmarks.md)."""
     out = []
     t = threading.Thread(target=lambda: out.append(fn(*args, **kwargs)))
     t.start()

@@ -37,9 +37,10 @@ class LlamaCppEngine(LocalEngine):
         ref: a resolved ``gguf`` model.
         n_ctx: context window in tokens (capped at the model's training context).
         n_threads: CPU threads; None reads ``$PHIKIT_THREADS``, else uses all cores. llama.cpp's OpenMP
-            threads spin while waiting: on a quiet 2-core machine that gives 148 tok/s (vs 40 tok/s with
+            threads spin while waiting: on a quiet 2-core machine that gives 133-148 tok/s (vs 40 tok/s with
             ``OMP_WAIT_POLICY=PASSIVE``), but on a busy one it collapses to ~10 tok/s; there, set
-            ``PHIKIT_THREADS=1`` or ``OMP_WAIT_POLICY=PASSIVE`` (measured here, docs/benchmarks.md).
+            ``PHIKIT_THREADS=1`` or ``OMP_WAIT_POLICY=PASSIVE``. Generate from one thread per process:
+            a second calling thread gets a second OpenMP pool and ~35% less (docs/benchmarks.md).
         n_gpu_layers: layers to offload when llama.cpp was built with a GPU backend (-1 = all).
         prefix_cache: reuse the KV cache of a shared prompt prefix between calls. Faster multi-turn chat,
             but the last prompt token is then evaluated alone, through different (quantized) kernels than a
