@@ -65,6 +65,30 @@ class Part:
     finish_reason: str = ""
 
 
+@dataclass
+class Collected:
+    """A whole generation, for a non-streamed reply: the text, when its first piece arrived
+    (``time.perf_counter()``, None if there was no text) and the final ``done`` part."""
+
+    text: str
+    first_at: float | None
+    last: Part
+
+
+async def collect(gen: AsyncIterator[Part]) -> Collected:
+    """Drain a generation's parts into one :class:`Collected` (every non-streamed route uses this)."""
+    text: list[str] = []
+    first_at, last = None, None
+    async for p in gen:
+        if p.kind == "text":
+            first_at = first_at or time.perf_counter()
+            text.append(p.text)
+        elif p.kind == "done":
+            last = p
+    assert last is not None, "parts() always ends with a done part"
+    return Collected("".join(text), first_at, last)
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 

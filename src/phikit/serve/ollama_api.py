@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from .. import __version__
 from ..prompt import normalize_messages
 from .app import APIError, ServerState, to_api_error
-from .generation import ChatJob, Part, check_params, sampling
+from .generation import ChatJob, Part, check_params, collect, sampling
 from .openai_api import check_embedding_model, embed_texts, record, run_parts, started, until_disconnect
 from .schemas import (
     ERROR_RESPONSES,
@@ -117,23 +117,17 @@ async def chat(req: OllamaChatRequest, request: Request):
         stream = await until_disconnect(request, started(gen))
         return StreamingResponse(ndjson(state, stream, line, t0, "/api/chat"), media_type="application/x-ndjson")
 
-    async def collect():
-        text, calls, first_at = [], [], None
-        async for p in gen:
-            if p.kind == "text":
-                first_at = first_at or time.perf_counter()
-                text.append(p.text)
-            elif p.kind == "tool_calls":
-                calls = p.tool_calls
-            elif p.kind == "done":
-                record(state, "/api/chat", p.done, t0, first_at, len(calls))
-                out = line(p)
-                out["message"]["content"] = "".join(text)
-                if calls:
-                    out["message"]["tool_calls"] = ollama_tool_calls(calls)
-                return out
+    async def collect_chat():
+        got = await collect(gen)
+        calls = got.last.tool_calls
+        record(state, "/api/chat", got.last.done, t0, got.first_at, len(calls))
+        out = line(got.last)
+        out["message"]["content"] = got.text
+        if calls:
+            out["message"]["tool_calls"] = ollama_tool_calls(calls)
+        return out
 
-    return await until_disconnect(request, collect())
+    return await until_disconnect(request, collect_chat())
 
 
 def ollama_message(m: dict) -> dict:
@@ -177,17 +171,12 @@ async def generate(req: OllamaGenerateRequest, request: Request):
         stream = await until_disconnect(request, started(gen))
         return StreamingResponse(ndjson(state, stream, line, t0, "/api/generate"), media_type="application/x-ndjson")
 
-    async def collect():
-        text, first_at = [], None
-        async for p in gen:
-            if p.kind == "text":
-                first_at = first_at or time.perf_counter()
-                text.append(p.text)
-            elif p.kind == "done":
-                record(state, "/api/generate", p.done, t0, first_at, 0)
-                return {**line(p), "response": "".join(text)}
+    async def collect_generate():
+        got = await collect(gen)
+        record(state, "/api/generate", got.last.done, t0, got.first_at, 0)
+        return {**line(got.last), "response": got.text}
 
-    return await until_disconnect(request, collect())
+    return await until_disconnect(request, collect_generate())
 
 
 @router.post("/api/embed")

@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 
 from ..prompt import normalize_messages
 from .app import APIError, ServerState, error_body, to_api_error
-from .generation import ChatJob, Part, check_params, new_id, parts, sampling, start_job
+from .generation import ChatJob, Part, check_params, collect, new_id, parts, sampling, start_job
 from .schemas import (
     ERROR_RESPONSES,
     ChatCompletionRequest,
@@ -192,18 +192,11 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
 
 
 async def collect_chat(state, gen, rid, created, model, job: ChatJob, t0) -> dict:
-    text, calls, first_at = [], [], None
-    async for p in gen:
-        if p.kind == "text":
-            first_at = first_at or time.perf_counter()
-            text.append(p.text)
-        elif p.kind == "tool_calls":
-            calls = p.tool_calls
-        elif p.kind == "done":
-            done, data, finish = p.done, p.data, p.finish_reason
-    first_at = first_at or (t0 + done.ttft_ms / 1000)
+    got = await collect(gen)
+    done, data, finish, calls = got.last.done, got.last.data, got.last.finish_reason, got.last.tool_calls
+    first_at = got.first_at or (t0 + done.ttft_ms / 1000)
     record(state, "/v1/chat/completions", done, t0, first_at, len(calls))
-    content = "".join(text)
+    content = got.text
     if job.cot and data.get("answer"):
         content = data["answer"]
     message: dict[str, Any] = {"role": "assistant", "content": content or (None if calls else ""), "refusal": None}
@@ -275,18 +268,13 @@ async def completions(req: CompletionRequest, request: Request):
                 "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
 
     if not req.stream:
-        async def collect():
-            out, first_at = [], None
-            async for p in gen:
-                if p.kind == "text":
-                    first_at = first_at or time.perf_counter()
-                    out.append(p.text)
-                elif p.kind == "done":
-                    record(state, "/v1/completions", p.done, t0, first_at, 0)
-                    res = body((prompt if req.echo else "") + "".join(out), p.finish_reason)
-                    return {**res, "usage": usage_dict(p.done)}
+        async def collect_completion():
+            got = await collect(gen)
+            record(state, "/v1/completions", got.last.done, t0, got.first_at, 0)
+            res = body((prompt if req.echo else "") + got.text, got.last.finish_reason)
+            return {**res, "usage": usage_dict(got.last.done)}
 
-        return await until_disconnect(request, collect())
+        return await until_disconnect(request, collect_completion())
 
     stream = await until_disconnect(request, started(gen))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
