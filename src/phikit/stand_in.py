@@ -8,7 +8,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# From microsoft/Phi-4-mini-instruct's config.json (model card: 3.8B, 200K vocabulary, GQA, tied embeddings).
+# microsoft/Phi-4-mini-instruct config.json's `rope_scaling` (LongRoPE: 48 = 96 rotary dims / 2 factors each;
+# sequences over original_max_position_embeddings=4096 switch from the short to the long factors).
+PHI4_MINI_ROPE_SCALING = {
+    "type": "longrope",
+    "short_factor": [1.0] * 48,
+    "long_factor": [1, 1.118320672, 1.250641126, 1.398617824, 1.564103225, 1.74916897, 1.956131817, 2.187582649,
+                    2.446418898, 2.735880826, 3.059592084, 3.421605075, 3.826451687, 4.279200023, 4.785517845,
+                    5.351743533, 5.984965424, 6.693110555, 7.485043894, 8.370679318, 9.36110372, 10.4687158,
+                    11.70738129, 13.09260651, 14.64173252, 16.37415215, 18.31155283, 20.47818807, 22.90118105,
+                    25.61086418, 28.64115884, 32.03, 32.1, 32.13, 32.23, 32.6, 32.61, 32.64, 32.66, 32.7, 32.71,
+                    32.93, 32.97, 33.28, 33.49, 33.5, 44.16, 47.77],
+}
+# From microsoft/Phi-4-mini-instruct's config.json (model card: 3.8B, 200K vocabulary, GQA, tied embeddings,
+# LongRoPE to 128K).
 PHI4_MINI_SHAPE = dict(
     vocab_size=200064,
     hidden_size=3072,
@@ -20,6 +33,8 @@ PHI4_MINI_SHAPE = dict(
     tie_word_embeddings=True,
     max_position_embeddings=131072,
     rope_theta=10000.0,
+    original_max_position_embeddings=4096,
+    rope_scaling=PHI4_MINI_ROPE_SCALING,
 )
 # The stand-in tokenizer's <|endoftext|> is id 0 (the real one is 199999).
 STAND_IN_TOKEN_IDS = dict(bos_token_id=0, eos_token_id=0, pad_token_id=0)
@@ -31,7 +46,9 @@ def phi4_mini_config(**overrides):
     """``Phi3Config`` with Phi-4-mini's shape (overrides allowed, e.g. fewer layers for CPU tests)."""
     from transformers import Phi3Config
 
-    return Phi3Config(**{**PHI4_MINI_SHAPE, **STAND_IN_TOKEN_IDS, **overrides})
+    import copy
+
+    return Phi3Config(**copy.deepcopy({**PHI4_MINI_SHAPE, **STAND_IN_TOKEN_IDS, **overrides}))  # configs edit dicts
 
 
 def tiny_tokenizer():

@@ -8,7 +8,7 @@ from ..errors import BadRequestError
 from ..models import ModelRef
 from .base import Done, Engine, Event, SamplingParams, TextDelta, Usage
 
-BACKENDS = ("auto", "llamacpp", "transformers", "openai")
+BACKENDS = ("auto", "llamacpp", "transformers", "fast", "openai")
 
 __all__ = ["BACKENDS", "Done", "Engine", "Event", "SamplingParams", "TextDelta", "Usage", "load_engine"]
 
@@ -20,7 +20,7 @@ def load_engine(ref: ModelRef, backend: str = "auto", **opts) -> Engine:
 
     Args:
         ref: a resolved model.
-        backend: ``auto`` | ``llamacpp`` | ``transformers``.
+        backend: ``auto`` | ``llamacpp`` | ``transformers`` | ``fast`` (CUDA only) | ``openai``.
         **opts: backend options (``precision``/``device`` for transformers, ``n_ctx``/``n_threads`` for llama.cpp).
 
     Raises:
@@ -32,6 +32,8 @@ def load_engine(ref: ModelRef, backend: str = "auto", **opts) -> Engine:
         from .llamacpp import LlamaCppEngine as cls
     elif backend == "transformers":
         from .transformers import TransformersEngine as cls
+    elif backend == "fast":  # Phi-3-family checkpoints on CUDA, CUDA-graph decoding (engines/fast)
+        from .fast import FastEngine as cls
     elif backend == "openai":  # a remote OpenAI-compatible server; ``ref`` is the server's model id (or None)
         from .remote import OpenAIEngine as cls
     else:

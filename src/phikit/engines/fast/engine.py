@@ -1,0 +1,202 @@
+"""``--backend fast``: Phi-3-family checkpoints (Phi-4-mini) on CUDA through the CUDA-graph decode loop.
+
+Same interface and events as the other local backends (streaming, stop strings, cancellation, logits
+processors, messages rendered by the chat template and tokenized as data): only ``token_steps`` differs.
+One generation runs at a time per engine (the KV cache is the model's); a second waits for the first.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from ...errors import BadRequestError, PhikitError
+from ...models import ModelRef, local_snapshot
+from ..base import SamplingParams
+from ..local import LocalEngine
+from .generate import DecodeGraphs, bucket, compile_ops, prefill, uncompile_ops
+from .model import ModelArgs, Transformer
+
+PRECISIONS = ("auto", "bf16", "int4", "nf4")
+NEEDS_CUDA = "the fast backend needs CUDA (no CUDA device here); use --backend transformers or llamacpp"
+
+
+def build(hf_config, state_dict: dict[str, torch.Tensor], device: str | torch.device,
+          dtype: torch.dtype = torch.bfloat16) -> Transformer:
+    """A :class:`Transformer` from a transformers ``Phi3Config`` and a ``Phi3ForCausalLM`` state dict.
+
+    Raises:
+        PhikitError: the state dict lacks tensors the model needs (not a Phi-3-family checkpoint).
+    """
+    if getattr(hf_config, "model_type", "phi3") != "phi3":
+        raise PhikitError(f"the fast backend runs Phi-3-family models (Phi-4-mini); this is {hf_config.model_type!r}")
+    with torch.device("meta"):
+        model = Transformer(ModelArgs.from_hf(hf_config))
+    sd = {k: v for k, v in state_dict.items() if not (k == "lm_head.weight" and model.lm_head is None)}
+    missing, _unexpected = model.load_state_dict(sd, strict=False, assign=True)
+    if missing:
+        raise PhikitError(f"the checkpoint lacks {len(missing)} tensors the fast backend needs, e.g. {missing[0]}")
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def quantize(model: Transformer, precision: str) -> None:
+    """Quantize the decoder's linear layers in place (embeddings and the tied output head stay bf16).
+
+    ``int4``: torchao weight-only, ``Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d")``
+    (PyTorch's own tinygemm int4 kernels). ``nf4``: bitsandbytes ``Linear4bit`` (the seeds' QLoRA format).
+
+    Raises:
+        PhikitError: the quantization library is missing.
+    """
+    if precision == "int4":
+        try:
+            from torchao.quantization import Int4WeightOnlyConfig, quantize_
+        except ImportError as exc:
+            raise PhikitError(f"--precision int4 on the fast backend needs torchao: {exc}") from None
+        quantize_(model.model.layers, Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d"))
+    elif precision == "nf4":
+        try:
+            import bitsandbytes as bnb
+        except ImportError as exc:
+            raise PhikitError(f"--precision nf4 on the fast backend needs bitsandbytes: {exc}") from None
+        for layer in model.model.layers:
+            for parent, name in ((layer.self_attn, "qkv_proj"), (layer.self_attn, "o_proj"),
+                                 (layer.mlp, "gate_up_proj"), (layer.mlp, "down_proj")):
+                lin = getattr(parent, name)
+                q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=False,
+                                      compute_dtype=torch.bfloat16, quant_type="nf4")
+                q.weight = bnb.nn.Params4bit(lin.weight.data, requires_grad=False, quant_type="nf4")
+                setattr(parent, name, q.to(lin.weight.device))
+
+
+class FastEngine(LocalEngine):
+    """A Phi-3-family checkpoint on CUDA, decoded through CUDA graphs.
+
+    Args:
+        ref: a resolved ``hf`` checkpoint (safetensors + config + tokenizer).
+        precision: ``auto`` (= ``bf16``) | ``bf16`` | ``int4`` (torchao) | ``nf4`` (bitsandbytes).
+        compile: fuse the elementwise pieces with ``torch.compile`` (falls back to eager if that fails).
+
+    Raises:
+        PhikitError: no CUDA device, a GGUF file, or a checkpoint that is not Phi-3-family.
+        BadRequestError: an unknown precision.
+    """
+
+    name = "fast"
+
+    def __init__(self, ref: ModelRef, *, precision: str = "auto", compile: bool = True):
+        if not torch.cuda.is_available():
+            raise PhikitError(NEEDS_CUDA)
+        if precision not in PRECISIONS:
+            raise BadRequestError(f"unknown precision {precision!r} for the fast backend; use one of {', '.join(PRECISIONS)}")
+        if ref.is_gguf:
+            raise PhikitError("the fast backend loads transformers checkpoints (safetensors), not GGUF files")
+        from transformers import AutoConfig, AutoTokenizer
+
+        path = local_snapshot(ref)
+        try:
+            cfg = AutoConfig.from_pretrained(path)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = build(cfg, load_safetensors(path, "cuda"), "cuda")
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PhikitError(f"could not load {ref.source}: {first}") from None
+        self.precision = "bf16" if precision == "auto" else precision
+        if self.precision != "bf16":
+            quantize(model, self.precision)
+        eos = _eos_ids(path)
+        self._setup(model, tokenizer, ref.name, eos, compile=compile)
+
+    @classmethod
+    def from_model(cls, model: Transformer, tokenizer, *, name: str = "fast", eos_ids: Sequence[int] = (),
+                   compile: bool = False) -> FastEngine:
+        """An engine over an already-built model (tests, adapters); on CPU it runs the same loop without graphs."""
+        self = cls.__new__(cls)
+        self.precision = str(model.dtype).removeprefix("torch.")
+        self._setup(model, tokenizer, name, set(eos_ids), compile=compile)
+        return self
+
+    def _setup(self, model: Transformer, tokenizer, name: str, eos: set[int], *, compile: bool) -> None:
+        self.model, self.tokenizer, self.model_name = model, tokenizer, name
+        self.context_length = model.args.max_position
+        self.chat_template = getattr(tokenizer, "chat_template", None)
+        self.special_tokens = {"bos_token": tokenizer.bos_token or "", "eos_token": tokenizer.eos_token or ""}
+        self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
+        self.compiled = compile and model.device.type == "cuda" and compile_ops()
+        self.graphs = DecodeGraphs(model)
+        self._lock = threading.Lock()
+        if self.compiled:  # compile and capture the common bucket now, so the first request is not slow
+            try:
+                self._warm(bucket(1))
+            except Exception:  # noqa: BLE001 - a failed compile only costs speed
+                uncompile_ops()
+                self.compiled = False
+                self.graphs = DecodeGraphs(model)
+
+    def _warm(self, kv_len: int) -> None:
+        self.model.setup_caches(1, kv_len)
+        self.graphs.step(torch.zeros(1, 1, dtype=torch.long, device=self.model.device), 0, kv_len)
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the loaded weights (packed storage for int4/nf4)."""
+        return sum(_nbytes(t) for t in [*self.model.parameters(), *self.model.buffers()])
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def token_steps(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
+        """Yield one token id per step: prefill, then one graph replay per token; sampling on the GPU."""
+        from ..transformers import sample  # the same processors, penalty and warpers as the transformers backend
+
+        dev = self.model.device
+        with self._lock:
+            t = len(prompt_ids)
+            kv_len = bucket(t + params.max_new_tokens, self.context_length)
+            self.model.setup_caches(1, kv_len)
+            generator = None
+            if params.seed is not None and not params.greedy:
+                generator = torch.Generator(device=dev).manual_seed(params.seed)
+            logits = prefill(self.model, torch.tensor([prompt_ids], device=dev), torch.arange(t, device=dev))[0]
+            seen = list(prompt_ids)
+            cur = torch.zeros(1, 1, dtype=torch.long, device=dev)
+            for pos in range(t, kv_len):
+                tok = sample(logits, seen, params, generator)
+                yield tok
+                seen.append(tok)
+                cur.fill_(tok)
+                logits = self.graphs.step(cur, pos, kv_len)[0]
+
+
+def load_safetensors(path: Path, device: str) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint directory's ``*.safetensors`` files, read straight onto ``device``."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        raise PhikitError(f"{path} has no .safetensors files (the fast backend reads safetensors checkpoints)")
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        out.update(load_file(str(f), device=device))
+    return out
+
+
+def _eos_ids(path: Path) -> set[int]:
+    gen = Path(path) / "generation_config.json"
+    if not gen.exists():
+        return set()
+    eos = json.loads(gen.read_text()).get("eos_token_id")
+    return set(eos if isinstance(eos, list) else [eos]) - {None}
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    if hasattr(t, "__tensor_flatten__"):  # a tensor subclass (torchao int4): count its packed inner tensors
+        return sum(_nbytes(getattr(t, name)) for name in t.__tensor_flatten__()[0])
+    return t.numel() * t.element_size()

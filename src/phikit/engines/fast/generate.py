@@ -1,0 +1,141 @@
+"""The fast path's decode loop, in gpt-fast's shape: :func:`prefill` -> :func:`decode_one_token` (replayed from
+a CUDA graph by :class:`DecodeGraphs`) -> greedy pick or sampling on the GPU.
+
+Why it is fast: the KV cache is a buffer of the model (written in place, nothing copied per step), so the
+one-token step has fixed shapes and addresses and is captured once per (batch, cache-length bucket) in a
+CUDA graph; a step is then one graph launch instead of ~1,300 kernel launches from Python. Cache lengths
+are bucketed (powers of two from 1,024) so graphs are reused across prompt lengths, and attention reads only
+the bucket's prefix of the cache. The elementwise pieces (RMSNorm, rotary, SiLU x up) are optionally
+``torch.compile``'d into one kernel each (:func:`compile_ops`); the matmuls stay cuBLAS.
+Source: pytorch-labs/gpt-fast ``generate.py`` (prefill / decode_one_token / decode_n_tokens).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import model as model_mod
+from .model import Transformer
+
+MIN_BUCKET = 1024
+
+
+def bucket(n: int, limit: int | None = None) -> int:
+    """The cache length for ``n`` positions: the next power of two, at least :data:`MIN_BUCKET`, at most ``limit``."""
+    b = max(MIN_BUCKET, 1 << max(0, n - 1).bit_length())
+    return min(b, limit) if limit else b
+
+
+@torch.inference_mode()
+def prefill(model: Transformer, idx: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+    # idx: [B, T]; input_pos: [T] (0..T-1) -> logits of the last position [B, V] (fp32); fills cache [0, T)
+    return model(idx, input_pos)[:, -1].float()
+
+
+@torch.inference_mode()
+def decode_one_token(model: Transformer, cur_token: torch.Tensor, input_pos: torch.Tensor, kv_len: int) -> torch.Tensor:
+    # cur_token: [B, 1]; input_pos: [1] -> logits [B, V] (fp32); writes cache at input_pos, reads [0, kv_len)
+    return model(cur_token, input_pos, kv_len)[:, -1].float()
+
+
+def compile_ops() -> bool:
+    """Use ``torch.compile``'d elementwise pieces in the one-token step (CUDA only; inductor + Triton).
+
+    Compiled with fixed shapes (one compile per batch size); prefill keeps the eager pieces, so prompts of
+    any length cost no recompilation.
+
+    ``emulate_precision_casts`` keeps bf16 roundings where eager PyTorch has them, so outputs stay close to
+    transformers' eager ones. Returns False (and leaves the eager pieces) if compiling is unavailable.
+    """
+    if model_mod.STEP.rms_norm is not model_mod.rms_norm:
+        return True  # already compiled
+    try:
+        import torch._inductor.config as inductor_config
+
+        if hasattr(inductor_config, "emulate_precision_casts"):
+            inductor_config.emulate_precision_casts = True
+        names = ("rms_norm", "add_rms_norm", "rotate_qk", "silu_mul")
+        model_mod.STEP.__init__(**{n: torch.compile(getattr(model_mod, n), fullgraph=True, dynamic=False) for n in names})
+        return True
+    except Exception:  # noqa: BLE001 - any failure here only costs speed
+        return False
+
+
+def uncompile_ops() -> None:
+    """Back to the eager elementwise pieces (after a failed warm-up of the compiled ones)."""
+    model_mod.STEP.__init__()
+
+
+class DecodeGraphs:
+    """``decode_one_token`` captured in one CUDA graph per (batch, cache length), sharing one memory pool.
+
+    On CPU (or with ``enabled=False``) :meth:`step` simply calls :func:`decode_one_token`, so the loop's logic
+    is the same everywhere and testable without a GPU.
+    """
+
+    def __init__(self, model: Transformer, enabled: bool = True):
+        self.model = model
+        self.enabled = enabled and model.device.type == "cuda"
+        self.graphs: dict[tuple[int, int], tuple] = {}
+        self.version = model.cache_version
+        self.pool = None
+
+    def step(self, tokens: torch.Tensor, pos: int, kv_len: int) -> torch.Tensor:
+        """One decode step. tokens: [B, 1] (on the model's device) -> logits [B, V] (fp32).
+
+        The returned tensor is the graph's static output: read it before the next step.
+        """
+        if not self.enabled:
+            return decode_one_token(self.model, tokens, torch.tensor([pos], device=tokens.device), kv_len)
+        if self.version != self.model.cache_version:  # the cache was reallocated: old graphs point at freed memory
+            self.graphs.clear()
+            self.version = self.model.cache_version
+        key = (tokens.shape[0], kv_len)
+        if key not in self.graphs:
+            self.graphs[key] = self.capture(*key)
+        graph, tok, input_pos, logits = self.graphs[key]
+        tok.copy_(tokens)
+        input_pos.fill_(pos)
+        graph.replay()
+        return logits
+
+    @torch.inference_mode()
+    def capture(self, batch: int, kv_len: int) -> tuple:
+        """Warm up (runs any compilation) on a side stream, then capture. Writes garbage at cache position 0,
+        which the next prefill overwrites."""
+        dev = self.model.device
+        tok = torch.zeros(batch, 1, dtype=torch.long, device=dev)
+        input_pos = torch.zeros(1, dtype=torch.long, device=dev)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                decode_one_token(self.model, tok, input_pos, kv_len)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.pool = self.pool or torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            logits = decode_one_token(self.model, tok, input_pos, kv_len)
+        return graph, tok, input_pos, logits
+
+
+@torch.inference_mode()
+def generate(model: Transformer, graphs: DecodeGraphs, prompt: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    """Greedy decoding of a batch of equal-length prompts, with no host sync inside the loop (benchmarks).
+
+    Args:
+        prompt: [B, T] token ids on the model's device.
+        max_new_tokens: tokens to generate per row (no early stop at end-of-sequence).
+
+    Returns:
+        [B, max_new_tokens] token ids.
+    """
+    b, t = prompt.shape
+    kv_len = bucket(t + max_new_tokens, model.args.max_position)
+    model.setup_caches(b, kv_len)
+    tok = prefill(model, prompt, torch.arange(t, device=prompt.device)).argmax(-1, keepdim=True)  # [B, 1]
+    out = [tok]
+    for i in range(max_new_tokens - 1):
+        tok = graphs.step(tok, t + i, kv_len).argmax(-1, keepdim=True)
+        out.append(tok)
+    return torch.cat(out, dim=1)

@@ -1,0 +1,83 @@
+"""GPU: the fast backend's CUDA-graph decode loop on Phi-4-mini's shape (4 layers, random weights, LongRoPE).
+
+Skipped without CUDA (see conftest). The full-size speed and 20-prompt equality figures come from
+bench/gpu_fast_bench.py (docs/bench-gpu.md).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def pair():
+    import torch
+    from transformers import Phi3ForCausalLM
+
+    from phikit.engines.fast.engine import build
+    from phikit.stand_in import phi4_mini_config
+
+    torch.manual_seed(0)
+    cfg = phi4_mini_config(num_hidden_layers=4)
+    with torch.device("cuda"):
+        hf = Phi3ForCausalLM(cfg).to(torch.bfloat16).eval()
+    hf.generation_config.eos_token_id = None
+    return hf, build(cfg, hf.state_dict(), "cuda")
+
+
+def ids(n: int, seed: int):
+    import torch
+
+    return torch.randint(100, 190000, (1, n), generator=torch.Generator().manual_seed(seed)).cuda()
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_graph_replay_equals_eager_steps(pair, compiled):
+    """The captured step computes exactly what the eager step computes (same kernels, fixed addresses)."""
+    import torch
+
+    from phikit.engines.fast import generate as gen
+
+    _, model = pair
+    if compiled:
+        assert gen.compile_ops()
+    prompt = ids(300, seed=1)
+    eager = gen.generate(model, gen.DecodeGraphs(model, enabled=False), prompt, 24)
+    graphs = gen.DecodeGraphs(model)
+    assert graphs.enabled
+    graphed = gen.generate(model, graphs, prompt, 24)
+    assert torch.equal(eager, graphed)
+    assert (1, gen.bucket(300 + 24)) in graphs.graphs
+
+
+@pytest.mark.parametrize("n", [500, 4500])  # short and long LongRoPE factors
+def test_greedy_agrees_with_transformers_bf16(pair, n):
+    """bf16 kernels differ in summation order, so random-weight logits (small margins) may part after a while;
+    the first tokens agree."""
+    import torch
+
+    from phikit.engines.fast import generate as gen
+
+    hf, model = pair
+    prompt = ids(n, seed=n)
+    with torch.no_grad():
+        ref = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False,
+                          pad_token_id=0)[0, n:]
+    out = gen.generate(model, gen.DecodeGraphs(model), prompt, 16)[0]
+    assert out[:4].tolist() == ref[:4].tolist()
+
+
+def test_prefill_logits_close_to_transformers(pair):
+    import torch
+
+    hf, model = pair
+    for n in (700, 4300):
+        prompt = ids(n, seed=2 * n)
+        model.setup_caches(1, 8192)
+        with torch.no_grad():
+            ref = hf(prompt).logits[:, -1].float()
+            out = model(prompt, torch.arange(n, device="cuda"))[:, -1].float()
+        rel = ((out - ref).norm() / ref.norm()).item()
+        assert rel < 2e-2, (n, rel)
