@@ -56,7 +56,7 @@ def test_ask_cot_json_separates_reasoning_and_answer():
     [
         (["ask", ""], "question is empty"),
         (["ask", "hi", "--model", "no-such-model"], "unknown model 'no-such-model'"),
-        (["ask", "hi", "--max-tokens", "0"], "max_new_tokens must be > 0"),
+        (["ask", "hi", "--max-tokens", "0"], "--max-tokens must be > 0"),  # the flag, not the Python name
         (["ask", "hi", "--temperature", "-1"], "temperature must be >= 0"),
         (["ask", "hi", "--backend", "vllm"], "unknown backend 'vllm'"),
         (["ask", "hi", "--model", "/nonexistent/model.gguf"], "does not exist"),

@@ -1,7 +1,8 @@
 """``phikit`` command line: thin commands that parse, call the library and render.
 
-Answers go to stdout; stats, notes and errors to stderr. A :class:`~phikit.errors.PhikitError` becomes one
-line ``error: ...`` and exit code 2; ``PHIKIT_RAISE_ERRORS=1`` shows the traceback instead.
+Answers go to stdout; stats, notes and errors to stderr. A :class:`~phikit.errors.PhikitError` or a usage
+mistake (a missing argument, an unknown option or command, a value of the wrong type) becomes one line
+``error: ...`` and exit code 2; ``PHIKIT_RAISE_ERRORS=1`` shows the traceback of a PhikitError instead.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Annotated, Optional
 
-import click
 import typer
 
 from ..errors import PhikitError
@@ -22,6 +23,28 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+# typer's usage errors derive from click's ClickException: click's own before typer 0.2x, a vendored copy
+# (typer._click) after. Found through typer's public BadParameter, so both work.
+UsageErrorBase = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+NoArgsIsHelpError = getattr(sys.modules[UsageErrorBase.__module__], "NoArgsIsHelpError", ())
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        print(f"phikit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print phikit's version and exit.")] = None,
+) -> None:
+    pass  # the help comes from `app`'s help above
+
 
 # Each module defines its commands on `app` when imported.
 COMMAND_MODULES = ["core", "tools", "kb", "serve"]
@@ -35,19 +58,45 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def _clean_help(command) -> None:
+    """Name every value in ``--help`` argparse-style (``--model MODEL``) instead of typer's ``<str>`` and
+    ``<bool>`` type labels; a flag gets no name. Walks the whole command tree."""
+    help_option = command.get_help_option(command.context_class(command))  # cached by click >= 8.2
+    for param in [*command.params, *filter(None, [help_option])]:
+        if param.metavar is None:
+            param.metavar = "" if getattr(param, "is_flag", False) else param.name.upper()
+        if param.param_type_name == "argument" and hasattr(param, "display_type_rich"):
+            param.display_type_rich = lambda ctx: None  # typer >= 0.27 labels arguments with a type too
+    for sub in getattr(command, "commands", {}).values():
+        _clean_help(sub)
+
+
+def _usage_line(exc) -> str:
+    """One line for a usage error, with where to read the usage: typer's own shows a usage block."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    return f"{message.rstrip('.')}. Try '{ctx.command_path} --help' for help." if ctx is not None else message
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``phikit`` script."""
+    """Entry point of the ``phikit`` script: every exit code is the command's, every user mistake one line."""
+    command = typer.main.get_command(app)
+    _clean_help(command)
     try:
-        app(args=argv, standalone_mode=False)
+        code = command.main(args=argv, prog_name="phikit", standalone_mode=False)
     except PhikitError as exc:
         if os.environ.get("PHIKIT_RAISE_ERRORS"):
             raise
         fail(str(exc))
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:  # raised past click's own handling (e.g. from a callback); normally returned
         raise SystemExit(exc.exit_code) from None
-    except click.ClickException as exc:
+    except NoArgsIsHelpError as exc:  # `phikit` or `phikit kb` alone: the help, on stderr
         exc.show()
         raise SystemExit(exc.exit_code) from None
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except UsageErrorBase as exc:
+        fail(_usage_line(exc), exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
         print("", file=sys.stderr)
         raise SystemExit(130) from None
+    # Without standalone mode click returns `raise typer.Exit(n)`'s n instead of exiting.
+    raise SystemExit(code if isinstance(code, int) else 0)

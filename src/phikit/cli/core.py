@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Annotated, Optional
 
@@ -26,12 +27,26 @@ def load_llm(model: str | None, backend: str, precision: str | None):
     return load(model, backend=backend, **opts)
 
 
-def params_from_cli(max_tokens: int, temperature: float, top_p: float, top_k: int, seed: int | None, stop: list[str]):
-    """Validate sampling flags before anything is loaded, so a typo fails in milliseconds."""
+# The library's errors name parameters as Python does; the CLI's name the flags.
+CLI_FLAGS = {"max_new_tokens": "--max-tokens", "temperature": "--temperature", "top_p": "--top-p", "top_k": "--top-k"}
+
+
+def params_from_cli(max_tokens: int, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
+                    seed: int | None = None, stop: list[str] | tuple[str, ...] = ()):
+    """Validate sampling flags before anything is loaded, so a typo fails in milliseconds.
+
+    Raises:
+        BadRequestError: an invalid value, named by its flag (``--max-tokens must be > 0``).
+    """
+    from ..errors import BadRequestError
     from ..llm import sampling_params
 
     params = dict(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=tuple(stop))
-    sampling_params(**params)
+    try:
+        sampling_params(**params)
+    except BadRequestError as exc:
+        flags = re.sub(r"\b(" + "|".join(CLI_FLAGS) + r")\b", lambda m: CLI_FLAGS[m[1]], str(exc))
+        raise BadRequestError(flags) from None
     return params
 
 
@@ -70,8 +85,8 @@ def ask(
     cot: Annotated[bool, typer.Option("--cot", help="Reason in labelled steps; print the final answer.")] = False,
     max_tokens: MaxTokensOpt = 512,
     temperature: TemperatureOpt = 0.3,
-    top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
-    top_k: Annotated[int, typer.Option("--top-k")] = 0,
+    top_p: Annotated[float, typer.Option("--top-p", help="Sample from the smallest set of tokens with this much probability; 1 disables it.")] = 1.0,
+    top_k: Annotated[int, typer.Option("--top-k", help="Sample from the K most likely tokens; 0 disables it.")] = 0,
     seed: SeedOpt = None,
     stop: Annotated[list[str], typer.Option("--stop", help="Stop string (repeatable).")] = [],  # noqa: B006
     tools: Annotated[Optional[str], typer.Option("--tools", help="Comma-separated built-in tools, e.g. calculate.")] = None,
@@ -117,7 +132,7 @@ def chat(
     backend: BackendOpt = "auto",
     precision: PrecisionOpt = None,
     system: SystemOpt = None,
-    cot: Annotated[bool, typer.Option("--cot")] = False,
+    cot: Annotated[bool, typer.Option("--cot", help="Reason in labelled steps before each answer.")] = False,
     max_tokens: MaxTokensOpt = 512,
     temperature: TemperatureOpt = 0.3,
     seed: SeedOpt = None,
@@ -155,7 +170,7 @@ def chat(
 
 
 @app.command()
-def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
     """Known models and whether each is available on this machine."""
     from ..models import default_model, list_models
 
@@ -184,13 +199,14 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 def bench(
     model: ModelOpt = None,
     backends: Annotated[str, typer.Option("--backends", help="Comma-separated backends to compare.")] = "llamacpp,transformers",
-    runs: Annotated[int, typer.Option("--runs")] = 3,
+    runs: Annotated[int, typer.Option("--runs", help="Timed runs per backend (the median is shown).")] = 3,
     max_tokens: MaxTokensOpt = 128,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Compare backends side by side: load time, TTFT, decode tokens/s, process start to first token."""
     from .. import bench as bench_mod
 
+    params_from_cli(max_tokens)
     rows = [bench_mod.bench_backend(model, b.strip(), runs=runs, max_new_tokens=max_tokens) for b in backends.split(",")]
     meta = {"device": bench_mod.device(), "versions": bench_mod.versions()}
     if as_json:

@@ -134,17 +134,19 @@ def eval_rag(
     qa: Annotated[str, typer.Argument(help="JSONL: {question, answer|answers, doc, answerable}")],
     kb: KbOpt,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Chat model (default: the embedded one).")] = None,
-    backend: Annotated[str, typer.Option("--backend", "-b")] = "auto",
+    backend: Annotated[str, typer.Option("--backend", "-b", help="auto | llamacpp | transformers")] = "auto",
     k: Annotated[int, typer.Option("-k", "--top-k", help="Passages retrieved (recall@k, MRR@k).")] = 4,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N questions.")] = None,
     retrieval_only: Annotated[bool, typer.Option("--retrieval-only", help="Skip generation: recall@k and MRR only.")] = False,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n")] = 96,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens per answer.")] = 96,
     out: Annotated[Optional[str], typer.Option("--out", help="Also write the JSON report (with per-question rows) here.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Retrieval recall@k and MRR, grounded accuracy, hallucination rate and abstention precision."""
     from ..rag.eval import evaluate, load_qa, render_table
+    from .core import params_from_cli
 
+    params_from_cli(max_tokens)
     items = load_qa(qa)[: limit or None]
     llm = None
     if not retrieval_only:

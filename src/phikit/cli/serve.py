@@ -15,7 +15,7 @@ from . import app
 @app.command()
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", "-p")] = 8000,
+    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 8000,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Registry name, hub id, directory or .gguf path; with --backend openai, the remote model's name.")] = None,
     backend: Annotated[str, typer.Option("--backend", "-b", help="auto | llamacpp | transformers | openai")] = "auto",
     base_url: Annotated[str | None, typer.Option("--base-url", help="--backend openai: the remote server, e.g. http://gpu-box:8000/v1")] = None,
