@@ -126,3 +126,23 @@ def test_page_folds_cot_reasoning(page):
     assert folded.count() == 1 and not folded.evaluate("d => d.open")  # reasoning present, folded
     if "Note:" not in page.inner_text(".msg.assistant"):  # an Answer: line was found: only the answer shows
         assert "Answer:" not in body and body.strip()
+
+
+def test_page_renders_code_as_code_and_model_text_never_as_html(page):
+    """Fences and `spans` render as code; markup in the model's text stays text (nothing runs, no tags)."""
+    got = page.evaluate("""() => {
+      const d = document.createElement('div');
+      renderMarkdown(d, 'Run `pip install x` then:\\n```python\\nprint("<b>hi</b>")\\n```\\n'
+        + '<img src=x onerror="window.__pwned = 1"> done\\n```\\nstill streaming');
+      return {
+        fenced: [...d.querySelectorAll('pre code')].map(c => [c.className, c.textContent]),
+        inline: [...d.querySelectorAll(':scope > code')].map(c => c.textContent),
+        tags: d.querySelectorAll('img, b').length,
+        text: d.textContent,
+      };
+    }""")
+    assert got["fenced"] == [["language-python", 'print("<b>hi</b>")'], ["", "still streaming"]]
+    assert got["inline"] == ["pip install x"]
+    assert got["tags"] == 0 and '<img src=x onerror="window.__pwned = 1"> done' in got["text"]
+    assert "```" not in got["text"]
+    assert page.evaluate("window.__pwned") is None

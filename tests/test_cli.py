@@ -7,10 +7,12 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 PHIKIT = [sys.executable, "-m", "phikit"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str, input: str | None = None, env: dict | None = None, timeout: int = 300):
@@ -60,7 +62,7 @@ def test_ask_cot_json_separates_reasoning_and_answer():
         (["ask", "hi", "--temperature", "-1"], "temperature must be >= 0"),
         (["ask", "hi", "--backend", "vllm"], "unknown backend 'vllm'"),
         (["ask", "hi", "--model", "/nonexistent/model.gguf"], "does not exist"),
-        (["ask", "hi", "--model", "microsoft/Phi-4-mini-instruct"], "huggingface-cli download"),
+        (["ask", "hi", "--model", "microsoft/Phi-4-mini-instruct"], "`hf download microsoft/Phi-4-mini-instruct`"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(args, needle):
@@ -76,7 +78,43 @@ def test_phi4_mini_missing_offline_names_what_was_tried(tmp_path):
     # An empty hub cache and no network: the message says what was tried and how to get the weights.
     p = run("ask", "hi", "--model", "phi-4-mini", env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)})
     assert p.returncode == 2
-    assert "not on disk" in p.stderr and "huggingface-cli download microsoft/Phi-4-mini-instruct" in p.stderr
+    assert "not on disk" in p.stderr and "`hf download microsoft/Phi-4-mini-instruct`" in p.stderr
+
+
+def test_the_download_command_we_name_is_installed():
+    """The error and the README name `hf download`; huggingface_hub's current CLI has it (and no longer
+    installs `huggingface-cli`)."""
+    readme = (ROOT / "README.md").read_text()
+    assert "hf download microsoft/Phi-4-mini-instruct" in readme and "huggingface-cli" not in readme
+    hf = Path(sys.executable).parent / "hf"
+    p = subprocess.run([str(hf), "download", "--help"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "repo" in p.stdout.lower(), p.stderr
+
+
+def readme_python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+
+
+def test_readme_streaming_snippet_prints_the_reply_once(capsys):
+    """The README's streaming loop, run against a scripted stream: the deltas, then a Done that repeats the
+    whole text (as every engine's does), must print the reply once."""
+    from phikit import Done, TextDelta, Usage
+
+    block = next(b for b in readme_python_blocks() if "stream=True" in b)
+    lines = block.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("for event in llm.chat("))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i] and not lines[i].startswith(" ")), len(lines))
+    loop = "\n".join(lines[start:end])
+
+    class ScriptedLLM:
+        def chat(self, *args, **kwargs):
+            yield from [TextDelta("Once upon "), TextDelta("a time.")]
+            yield Done(finish_reason="stop", usage=Usage(5, 4), ttft_ms=1.0, tokens_per_s=10.0, text="Once upon a time.")
+
+    import phikit
+
+    exec(loop, {"phikit": phikit, "llm": ScriptedLLM()})
+    assert capsys.readouterr().out == "Once upon a time."
 
 
 def test_models_lists_the_embedded_model_as_available():

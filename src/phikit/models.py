@@ -148,7 +148,7 @@ def local_snapshot(ref: ModelRef) -> Path:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise ModelNotFoundError(
             f"model {ref.source!r} is not on disk (tried the path and the Hugging Face cache) and the hub "
-            f"could not provide it ({reason}); download it with `huggingface-cli download {ref.source}` "
+            f"could not provide it ({reason}); download it with `hf download {ref.source}` "
             f"or pass a local directory with --model"
         ) from None
 

@@ -16,6 +16,48 @@ function el(tag, cls, text) {
   return node;
 }
 
+// Markdown as models write it, rendered safely: ``` fences become <pre><code>, `spans` become <code>, the
+// rest stays text. Built from DOM nodes and textContent only, so nothing the model writes is parsed as HTML.
+// A fence still open (the answer is streaming) shows as code up to the end.
+function renderMarkdown(node, text) {
+  const out = [];
+  let prose = [];
+  let code = null;
+  let lang = "";
+  const flushProse = () => {
+    if (!prose.length) return;
+    const parts = prose.join("\n").split(/`([^`\n]+)`/);  // odd indices: inline code
+    parts.forEach((part, i) => {
+      if (i % 2) out.push(el("code", null, part));
+      else if (part) out.push(document.createTextNode(part));
+    });
+    prose = [];
+  };
+  const flushCode = () => {
+    const pre = el("pre", "code");
+    pre.append(el("code", lang ? "language-" + lang : null, code.join("\n")));
+    out.push(pre);
+    code = null;
+  };
+  for (const line of text.split("\n")) {
+    const fence = /^\s*```\s*([\w+#.-]*)\s*$/.exec(line);
+    if (code === null && fence) {
+      flushProse();
+      code = [];
+      lang = fence[1];
+    } else if (code !== null && fence && !fence[1]) {
+      flushCode();
+    } else if (code !== null) {
+      code.push(line);
+    } else {
+      prose.push(line);
+    }
+  }
+  if (code !== null) flushCode();
+  flushProse();
+  node.replaceChildren(...out);
+}
+
 function apiKey() {
   return $("api-key").value || localStorage.getItem("phikit-api-key") || "";
 }
@@ -131,7 +173,7 @@ function finishMessage(msg, extras, usage) {
     const fold = el("details", "reasoning");
     fold.append(el("summary", null, "Reasoning"), el("pre", null, extras.reasoning));
     body.before(fold);
-    if (extras.answer) body.textContent = extras.answer;
+    if (extras.answer) renderMarkdown(body, extras.answer);
     else if (extras.note) msg.append(el("div", "note", "Note: " + extras.note));
   }
   if (extras.citations) renderCitations(msg, extras);
@@ -198,7 +240,7 @@ async function send(text) {
           if (!choice) continue;
           if (choice.delta.content) {
             answer += choice.delta.content;
-            body.textContent = answer;
+            renderMarkdown(body, answer);
             msg.scrollIntoView({ block: "end" });
           }
           for (const call of choice.delta.tool_calls || []) {
