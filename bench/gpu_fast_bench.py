@@ -27,6 +27,12 @@ from phikit.engines.fast.engine import FastEngine, build, quantize
 from phikit.stand_in import phi4_mini_config, save_random_phi4_mini
 
 PROMPT_LEN, NEW_TOKENS, BATCH = 512, 128, 32
+DEV = "cuda"  # --smoke: "cpu", to check this script's logic on a tiny model without a GPU
+
+
+def sync() -> None:
+    if DEV == "cuda":
+        torch.cuda.synchronize()
 
 
 def log(msg: str) -> None:
@@ -34,20 +40,21 @@ def log(msg: str) -> None:
 
 
 def timed(fn) -> tuple[float, object]:
-    torch.cuda.synchronize()
+    sync()
     t0 = time.perf_counter()
     out = fn()
-    torch.cuda.synchronize()
+    sync()
     return time.perf_counter() - t0, out
 
 
-def prompts(batch: int, n: int = PROMPT_LEN, seed: int = 0) -> torch.Tensor:
+def prompts(batch: int, n: int | None = None, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(100, 190000, (batch, n), generator=g).cuda()
+    return torch.randint(100, 190000, (batch, n or PROMPT_LEN), generator=g).to(DEV)
 
 
-def figures(ttft_s: float, total_s: float, batch: int, new: int = NEW_TOKENS) -> dict:
+def figures(ttft_s: float, total_s: float, batch: int) -> dict:
     """TTFT, aggregate decode tokens/s after the first token, and seconds per batch of queries."""
+    new = NEW_TOKENS
     return {"ttft_ms": round(ttft_s * 1000, 1), "decode_tok_s": round(batch * (new - 1) / (total_s - ttft_s), 1),
             "batch_s": round(total_s, 3)}
 
@@ -66,18 +73,23 @@ def bench_hf(hf, batch: int, runs: int) -> dict:
 def bench_fast(model, graphs, batch: int, runs: int) -> dict:
     ids = prompts(batch)
     gen.generate(model, graphs, ids, NEW_TOKENS)  # warm-up: compile and capture this batch's graph
-    pos = torch.arange(PROMPT_LEN, device="cuda")
+    pos = torch.arange(PROMPT_LEN, device=DEV)
     ttft = statistics.median(timed(lambda: gen.prefill(model, ids, pos).argmax(-1).cpu())[0] for _ in range(runs))
     total = statistics.median(timed(lambda: gen.generate(model, graphs, ids, NEW_TOKENS).cpu())[0] for _ in range(runs))
     return figures(ttft, total, batch)
 
 
-def peak_gb(fn) -> float:
+def peak_extra_gb(fn) -> float:
+    """GB allocated at the peak of ``fn`` above what was allocated before it (KV cache, activations, graphs)."""
     gc.collect()
+    if DEV != "cuda":
+        fn()
+        return 0.0
     torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     fn()
-    return round(torch.cuda.max_memory_allocated() / 1e9, 2)
+    return round((torch.cuda.max_memory_allocated() - before) / 1e9, 2)
 
 
 def equality(hf, model, graphs, lengths: list[int], new: int = 32) -> dict:
@@ -108,8 +120,8 @@ def plot(report: dict, path: Path) -> None:
     rows = report["results"]
     names = [r["path"] for r in rows]
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
-    for ax, key, title in zip(axes, ["b1_decode_tok_s", "b32_decode_tok_s", "b1_ttft_ms", "b1_cost_per_1000"],
-                              ["decode tok/s, batch 1", "decode tok/s, batch 32 (aggregate)", "TTFT ms, batch 1",
+    for ax, key, title in zip(axes, ["b1_decode_tok_s", f"b{BATCH}_decode_tok_s", "b1_ttft_ms", "b1_cost_per_1000"],
+                              ["decode tok/s, batch 1", f"decode tok/s, batch {BATCH} (aggregate)", "TTFT ms, batch 1",
                                f"$ per 1,000 queries, batch 1 (${report['gpu_price_per_hour']}/h)"]):
         vals = [r.get(key) or 0 for r in rows]
         bars = ax.bar(range(len(names)), vals, color=["#999" if n.startswith("hf") else "#2a7" for n in names])
@@ -123,31 +135,107 @@ def plot(report: dict, path: Path) -> None:
 
 
 def table(report: dict) -> str:
-    head = ("| path | weights GB | peak GB (b1) | TTFT b1 ms | b1 tok/s | b32 tok/s | TTFT b32 ms | $/1k queries b1 | "
-            "$/1k queries b32 |\n" + "| --- " * 9 + "|")
+    head = (f"| path | weights GB | peak GB b1 | TTFT b1 ms | b1 tok/s | b{BATCH} tok/s | TTFT b{BATCH} ms | "
+            f"$/1k queries b1 | $/1k queries b{BATCH} |\n" + "| --- " * 9 + "|")
     lines = [head]
     for r in report["results"]:
         cells = [r["path"], r.get("weights_gb"), r.get("b1_peak_gb"), r.get("b1_ttft_ms"), r.get("b1_decode_tok_s"),
-                 r.get("b32_decode_tok_s"), r.get("b32_ttft_ms"), r.get("b1_cost_per_1000"), r.get("b32_cost_per_1000")]
+                 r.get(f"b{BATCH}_decode_tok_s"), r.get(f"b{BATCH}_ttft_ms"), r.get("b1_cost_per_1000"),
+                 r.get(f"b{BATCH}_cost_per_1000")]
         lines.append("| " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
     return "\n".join(lines)
+
+
+def bench_hf_path(hf, weights_gb: float, args) -> dict:
+    row = {"path": "hf-bf16", "weights_gb": weights_gb}
+    for b in (1, BATCH):
+        f = bench_hf(hf, b, args.runs if b == 1 else 1)
+        row.update({f"b{b}_{k}": v for k, v in f.items()})
+        row[f"b{b}_cost_per_1000"] = cost_per_1000(f, b, args.gpu_price_per_hour)
+    row["b1_peak_gb"] = round(weights_gb + peak_extra_gb(lambda: hf.generate(
+        prompts(1), max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0)), 2)
+    return row
+
+
+def bench_fast_path(name: str, model, args) -> dict:
+    row = {"path": name, "weights_gb": round(sum(_nbytes(t) for t in model.parameters()) / 1e9, 2)}
+    graphs = gen.DecodeGraphs(model)
+    for b in (1, BATCH):
+        f = bench_fast(model, graphs, b, args.runs)
+        row.update({f"b{b}_{k}": v for k, v in f.items()})
+        row[f"b{b}_cost_per_1000"] = cost_per_1000(f, b, args.gpu_price_per_hour)
+    drop_caches(model)  # measure batch 1 alone: cache allocation, graph capture and the run
+    del graphs
+    row["b1_peak_gb"] = round(row["weights_gb"] + peak_extra_gb(
+        lambda: gen.generate(model, gen.DecodeGraphs(model), prompts(1), NEW_TOKENS)), 2)
+    return row
+
+
+def drop_caches(model) -> None:
+    model.max_batch = model.max_len = 0
+    model.cache_version += 1
+    for layer in model.model.layers:
+        layer.self_attn.k_cache = layer.self_attn.v_cache = None
+
+
+def attempt(report: dict, name: str, fn):
+    """Run one part; a failure is recorded in the report and the run goes on."""
+    log(name)
+    try:
+        out = fn()
+        log(json.dumps(out)[:600])
+    except Exception as exc:  # noqa: BLE001
+        report["errors"][name] = f"{type(exc).__name__}: {str(exc)[:400]}"
+        log(f"{name} failed: {report['errors'][name]}")
+        out = None
+    report.setdefault("parts", {})[name] = out
+    if report.get("out"):  # what is done so far survives a run cut short
+        Path(report["out"], "gpu_fast_bench.partial.json").write_text(json.dumps(report, indent=1, default=str))
+    return out
+
+
+def engine_run() -> dict:
+    """Load time from local safetensors to the first token through FastEngine, then 3 requests' events."""
+    from phikit.models import ModelRef
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_random_phi4_mini(Path(tmp) / "phi4", device=DEV)
+        gc.collect()
+        sync()
+        t0 = time.perf_counter()
+        engine = FastEngine(ModelRef("phi4-stand-in", f"{tmp}/phi4", "hf"))
+        first = [e for e in engine.generate([{"role": "user", "content": "Why is the sky blue?"}], _params(16))][-1]
+        out = {"load_to_first_token_s": round(time.perf_counter() - t0, 1), "compiled": engine.compiled,
+               "first_answer_tokens": first.usage.completion_tokens}
+        runs = [[e for e in engine.generate([{"role": "user", "content": "Why is the sky blue? " * 60}],
+                                            _params(NEW_TOKENS))][-1] for _ in range(3)]
+        out.update({"prompt_tokens": runs[0].usage.prompt_tokens,
+                    "completion_tokens": runs[0].usage.completion_tokens,
+                    "ttft_ms": round(statistics.median(d.ttft_ms for d in runs), 1),
+                    "decode_tok_s": round(statistics.median(d.tokens_per_s for d in runs), 1)})
+        del engine
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--gpu-price-per-hour", type=float, default=3.5)
-    ap.add_argument("--paths", default="hf-bf16,fast-bf16,fast-int4,fast-nf4")
+    ap.add_argument("--paths", default="hf-bf16,fast-bf16,engine,fast-int4,fast-nf4")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--equality-prompts", type=int, default=20)
+    ap.add_argument("--smoke", action="store_true", help="tiny model on CPU: checks the script, measures nothing")
     args = ap.parse_args()
+    global DEV, PROMPT_LEN, NEW_TOKENS, BATCH
+    if args.smoke:
+        DEV, PROMPT_LEN, NEW_TOKENS, BATCH = "cpu", 24, 6, 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = args.paths.split(",")
     torch.manual_seed(0)
     report = {"device": device(), "versions": versions(), "gpu_price_per_hour": args.gpu_price_per_hour,
               "workload": {"prompt_tokens": PROMPT_LEN, "new_tokens": NEW_TOKENS, "batch": [1, BATCH], "greedy": True},
-              "results": [], "errors": {}}
+              "results": [], "errors": {}, "out": str(out)}
     try:
         import torchao
 
@@ -157,101 +245,61 @@ def main() -> None:
     from transformers import Phi3ForCausalLM
 
     log("building a random-weight Phi-4-mini-shaped model on the GPU")
-    cfg = phi4_mini_config()
-    with torch.device("cuda"):
+    tiny = dict(num_hidden_layers=1, hidden_size=256, num_attention_heads=2, num_key_value_heads=1,
+                intermediate_size=256)  # head_dim 128 as the real one, so the 48 LongRoPE factors fit
+    cfg = phi4_mini_config(**(tiny if args.smoke else {}))
+    with torch.device(DEV):
         torch.set_default_dtype(torch.bfloat16)
         hf = Phi3ForCausalLM(cfg).eval()
         torch.set_default_dtype(torch.float32)
     hf.generation_config.eos_token_id = None  # always generate the full length, as the fast loop does
     weights_gb = round(sum(p.numel() * p.element_size() for p in hf.parameters()) / 1e9, 2)
     rows = report["results"]
-
     if "hf-bf16" in paths:
-        log("HF generate, bf16, eager")
-        row = {"path": "hf-bf16", "weights_gb": weights_gb}
-        for b in (1, BATCH):
-            f = bench_hf(hf, b, args.runs if b == 1 else 1)
-            row.update({f"b{b}_{k}": v for k, v in f.items()})
-            row[f"b{b}_cost_per_1000"] = cost_per_1000(f, b, args.gpu_price_per_hour)
-        row["b1_peak_gb"] = peak_gb(lambda: hf.generate(prompts(1), max_new_tokens=NEW_TOKENS, do_sample=False,
-                                                        pad_token_id=0, eos_token_id=None))
-        rows.append(row)
-        log(json.dumps(row))
-
-    with torch.no_grad():
-        model = build(cfg, hf.state_dict(), "cuda")  # shares the HF model's tensors (assign=True)
-    report["compiled"] = gen.compile_ops()
-    graphs = gen.DecodeGraphs(model)
-    for name in [p for p in paths if p.startswith("fast-")]:
-        precision = name.split("-", 1)[1]
-        log(f"fast path, {precision}")
-        try:
-            if precision != "bf16":
-                with torch.no_grad():
-                    model = build(cfg, hf.state_dict(), "cuda")
-                    t0 = time.perf_counter()
-                    quantize(model, precision)
-                graphs = gen.DecodeGraphs(model)
-            row = {"path": name, "weights_gb": round(sum(_nbytes(t) for t in model.parameters()) / 1e9, 2)}
-            if precision != "bf16":
-                row["quantize_s"] = round(time.perf_counter() - t0, 1)
-            for b in (1, BATCH):
-                f = bench_fast(model, graphs, b, args.runs)
-                row.update({f"b{b}_{k}": v for k, v in f.items()})
-                row[f"b{b}_cost_per_1000"] = cost_per_1000(f, b, args.gpu_price_per_hour)
-            model.max_batch = model.max_len = 0  # drop the batch-32 cache, measure batch 1 alone
-            for layer in model.model.layers:
-                layer.self_attn.k_cache = layer.self_attn.v_cache = None
-            graphs = gen.DecodeGraphs(model)
-            gen.generate(model, graphs, prompts(1), NEW_TOKENS)
-            row["b1_peak_gb"] = peak_gb(lambda: gen.generate(model, graphs, prompts(1), NEW_TOKENS))
-            if precision != "bf16":  # agreement with bf16 transformers on 5 prompts
-                row["agreement_vs_hf_bf16"] = equality(hf, model, graphs, [PROMPT_LEN] * 5)
-            rows.append(row)
-            log(json.dumps({k: v for k, v in row.items() if k != "agreement_vs_hf_bf16"}))
-        except Exception as exc:  # noqa: BLE001 - report and go on with the other paths
-            report["errors"][name] = f"{type(exc).__name__}: {str(exc)[:300]}"
-            log(f"{name} failed: {report['errors'][name]}")
-        if precision == "bf16":
-            log("greedy equality vs HF generate (bf16), 32 tokens")
-            n = args.equality_prompts
-            lengths = [int(x) for x in torch.linspace(64, 4000, n - n * 3 // 10).tolist()] + \
-                      [int(x) for x in torch.linspace(4200, 6000, n * 3 // 10).tolist()]
-            report["equality_bf16"] = equality(hf, model, graphs, lengths)
-            log(json.dumps({k: v for k, v in report["equality_bf16"].items() if k != "rows"}))
-        del graphs
-        gc.collect()
-
+        rows.append(attempt(report, "hf-bf16", lambda: bench_hf_path(hf, weights_gb, args)))
+    report["compiled"] = DEV == "cuda" and gen.compile_ops()
     if "fast-bf16" in paths:
-        log("engine load time from local safetensors (FastEngine, bf16) and one request through the event stream")
-        with tempfile.TemporaryDirectory() as tmp:
-            save_random_phi4_mini(Path(tmp) / "phi4", device="cuda")
-            from phikit.models import ModelRef
+        with torch.no_grad():
+            model = build(cfg, hf.state_dict(), DEV)  # shares the HF model's tensors (assign=True)
+        rows.append(attempt(report, "fast-bf16", lambda: bench_fast_path("fast-bf16", model, args)))
+        n = args.equality_prompts
+        lengths = [int(x) for x in torch.linspace(64, 4000, n - n * 3 // 10).tolist()] + \
+                  [int(x) for x in torch.linspace(4200, 6000, n * 3 // 10).tolist()]
+        report["equality_bf16"] = attempt(report, "equality vs HF generate, bf16, 32 tokens",
+                                          lambda: equality(hf, model, gen.DecodeGraphs(model), lengths))
+        drop_caches(model)
+        del model
+    if "engine" in paths:
+        report["engine"] = attempt(report, "engine: load to first token, events", engine_run)
+    for precision in ("int4", "nf4"):
+        if f"fast-{precision}" not in paths:
+            continue
 
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            engine = FastEngine(ModelRef("phi4-stand-in", f"{tmp}/phi4", "hf"))
-            done = [e for e in engine.generate([{"role": "user", "content": "Why is the sky blue?"}],
-                                               _params(16))][-1]
-            report["engine"] = {"load_to_first_token_s": round(time.perf_counter() - t0, 1),
-                                "compiled": engine.compiled}
-            runs = [[e for e in engine.generate([{"role": "user", "content": "Why is the sky blue? " * 40}],
-                                                _params(NEW_TOKENS))][-1] for _ in range(3)]
-            report["engine"].update({"prompt_tokens": runs[0].usage.prompt_tokens,
-                                     "ttft_ms": round(statistics.median(d.ttft_ms for d in runs), 1),
-                                     "decode_tok_s": round(statistics.median(d.tokens_per_s for d in runs), 1),
-                                     "first_answer_tokens": done.usage.completion_tokens})
-            log(json.dumps(report["engine"]))
+        def run_quantized(precision=precision):
+            with torch.no_grad():
+                model = build(cfg, hf.state_dict(), DEV)
+                t0 = time.perf_counter()
+                quantize(model, precision)
+                quantize_s = round(time.perf_counter() - t0, 1)
+            row = bench_fast_path(f"fast-{precision}", model, args)
+            row["quantize_s"] = quantize_s
+            row["agreement_vs_hf_bf16"] = equality(hf, model, gen.DecodeGraphs(model), [PROMPT_LEN] * 5)
+            drop_caches(model)
+            return row
+
+        rows.append(attempt(report, f"fast-{precision}", run_quantized))
+        gc.collect()
+    report["results"] = rows = [r for r in rows if r]
+    base = next((x for x in rows if x["path"] == "hf-bf16"), None)
     for r in rows:
-        base = next((x for x in rows if x["path"] == "hf-bf16"), None)
         if base and r is not base:
             r["b1_speedup_vs_hf"] = round(r["b1_decode_tok_s"] / base["b1_decode_tok_s"], 1)
-            r["b32_speedup_vs_hf"] = round(r["b32_decode_tok_s"] / base["b32_decode_tok_s"], 1)
+            r[f"b{BATCH}_speedup_vs_hf"] = round(r[f"b{BATCH}_decode_tok_s"] / base[f"b{BATCH}_decode_tok_s"], 1)
     (out / "gpu_fast_bench.json").write_text(json.dumps(report, indent=2))
     (out / "gpu_fast_bench.md").write_text(table(report) + "\n")
-    plot(report, out / "gpu_fast_bench.png")
+    attempt(report, "plot", lambda: plot(report, out / "gpu_fast_bench.png"))
     print(table(report))
-    print(json.dumps({k: v for k, v in report.items() if k not in ("results",)}, indent=1)[:3000])
+    print(json.dumps({k: v for k, v in report.items() if k != "results"}, indent=1)[:4000])
 
 
 def _params(n: int):

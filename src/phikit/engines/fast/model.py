@@ -171,7 +171,7 @@ class Attention(nn.Module):
                 mask: torch.Tensor | None, ops: Ops = EAGER) -> torch.Tensor:
         # x: [B, T, C]; cos, sin: [T, R]; input_pos: [T] -> [B, T, C]
         # mask None: prefill from position 0 (causal attention over the T new tokens);
-        # mask [1, 1, 1, S] (bool): decode one token (T == 1) over cache positions [0, S).
+        # mask [1, 1, 1, S] (0 / -inf): decode one token (T == 1) over cache positions [0, S).
         a = self.args
         b, t, _ = x.shape
         nq, nk = a.n_head * a.head_dim, a.n_kv_head * a.head_dim
@@ -292,8 +292,9 @@ class Transformer(nn.Module):
         long_prefill = kv_len is None and t > self.args.original_max_position
         rope = (self.long_rope if long_prefill else self.step_rope)[:, input_pos]  # [2, T, R]
         mask = None
-        if kv_len is not None:  # one-token step: attend to cache positions <= the current one
-            mask = (torch.arange(kv_len, device=idx.device) <= input_pos[-1]).view(1, 1, 1, kv_len)
+        if kv_len is not None:  # one-token step: attend to cache positions <= the current one (additive mask)
+            future = torch.arange(kv_len, device=idx.device) > input_pos[-1]
+            mask = torch.zeros(1, 1, 1, kv_len, dtype=self.dtype, device=idx.device).masked_fill(future, float("-inf"))
         x = self.model.embed_tokens(idx)
         for layer in self.model.layers:
             x = layer(x, rope[0], rope[1], input_pos, mask)
