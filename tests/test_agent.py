@@ -55,7 +55,7 @@ def test_loop_runs_the_call_feeds_the_result_back_and_answers(tmp_path):
     msgs = llm.engine.seen[1][0]
     assert msgs[-2]["role"] == "assistant" and msgs[-2]["tool_calls"][0]["function"]["name"] == "calculate"
     assert msgs[-1] == {"role": "tool", "tool_call_id": done.tool_calls[0]["id"], "name": "calculate", "content": "7006652"}
-    assert verify(log, "k").entries == 1
+    assert verify(log, "k").entries == 2  # intent before the run, result after
 
 
 def test_undeclared_call_is_never_run_and_gets_one_repair_turn():
@@ -157,7 +157,7 @@ def test_end_to_end_with_the_embedded_model_and_the_calculator(llama_llm, tmp_pa
     expr = json.loads(calls[0].call["function"]["arguments"])["expression"]
     if results[0].status == "ok":
         assert json.loads(results[0].content) == phikit.tools.builtins.calculate_value(expr)
-    assert verify(log, "k").entries == len(results)
+    assert verify(log, "k").entries == 2 * len(results)  # intent + result per call
     assert all(isinstance(e, (TextDelta, ToolCall, ToolResult, AgentDone)) for e in events)
 
 

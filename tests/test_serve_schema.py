@@ -40,7 +40,8 @@ def make_app():
     from phikit.llm import LLM
     from phikit.serve import create_app
 
-    return create_app(LLM(ScriptedEngine()), max_queue=4, timeout_s=300)
+    # "testserver" is the Host that in-process ASGI clients send; the default limits stay on
+    return create_app(LLM(ScriptedEngine()), max_queue=4, timeout_s=300, allowed_hosts=["testserver"])
 
 
 APP = make_app()

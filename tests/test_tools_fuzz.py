@@ -62,3 +62,46 @@ def test_power_towers_and_huge_values_are_bounded():
     for expr in ["2 ** 2 ** 2 ** 2 ** 2", "(10 ** 1000) * (10 ** 1000)", "factorial(500) * factorial(500)",
                  "9" * 499, "((((((((((1))))))))))" * 1, "-" * 400 + "1", "(" * 200 + "1" + ")" * 200]:
         _check(expr)
+
+
+# Every allowed operator and function, with one or two arguments that may be huge, tiny, negative, fractional
+# or themselves nested calls: each call returns or errors within 1 s, never hangs the interpreter.
+from phikit.tools.builtins import _FUNCS, MAX_ROUND_DIGITS  # noqa: E402
+
+BIG = st.sampled_from(["10**9", "10**4000", "-10**9", "9" * 400, "1e308", "1e-300", "2**4096", "0.5", "-0",
+                       "factorial(500)", "10**10000", "1/3", "pi", "-1", "0", "7"])
+ALL_OPS = st.sampled_from([" + ", " - ", " * ", " / ", " // ", " % ", " ** "])
+
+
+@st.composite
+def hard_expressions(draw, depth=0):
+    kind = draw(st.integers(0, 2 if depth < 3 else 0))
+    if kind == 0:
+        return draw(BIG)
+    if kind == 1:
+        return f"({draw(hard_expressions(depth + 1))}){draw(ALL_OPS)}({draw(hard_expressions(depth + 1))})"
+    name = draw(st.sampled_from(sorted(_FUNCS)))
+    args = [draw(hard_expressions(depth + 1)) for _ in range(draw(st.integers(1, 3)))]
+    return f"{name}({', '.join(args)})"
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hard_expressions())
+def test_every_operator_and_function_with_large_nested_arguments_is_bounded(expr):
+    _check(expr)
+
+
+def test_round_digits_and_arity_are_bounded():
+    for expr in ["round(1, 10**9)", "round(1, -10**9)", "round(1.5, 10**9)", "round(1/3, 10**7)", "round(2, 0.5)",
+                 "floor(1, 10**9)", "factorial(1, 2)", "log(1, 2, 3)", "sqrt()"]:
+        t0 = time.perf_counter()
+        try:
+            calculate_value(expr)
+        except CalculationError as exc:
+            assert str(exc)
+        else:
+            raise AssertionError(f"{expr} should be refused")
+        assert time.perf_counter() - t0 < 0.1, expr
+    assert calculate_value(f"round(1/3, {MAX_ROUND_DIGITS})") == 1 / 3
+    assert calculate_value("round(2.675, 2)") == 2.68 and calculate_value("round(7/2)") == 4  # exact decimals
+    assert calculate_value("log(8, 2)") == 3.0

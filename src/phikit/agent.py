@@ -13,7 +13,6 @@ markers broken (see :func:`phikit.tools.chat.neutralize`), never merged into the
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,12 +21,11 @@ from typing import Any
 from .engines import Done, Usage
 from .errors import PhikitError
 from .prompt import normalize_messages
-from .tools.chat import StepDone, ToolCallEvent, check_choice, neutralize, step
+from .tools.chat import StepDone, ToolCallEvent, check_choice, step
 from .tools.schema import Tool, ToolCallError, as_tools, validate_call
 
 Guard = Callable[[dict, list], "str | None"]  # guard(call, messages) -> a reason to block, or None
 ToolCall = ToolCallEvent
-MAX_RESULT_CHARS = 4_000
 
 
 @dataclass(frozen=True)
@@ -64,28 +62,14 @@ class AgentDone(Done):
     steps: int = 0
 
 
-def execute(tool: Tool, arguments: dict, call_id: str, timeout_s: float | None = None) -> ToolResult:
-    """Run one validated call in a worker thread; exceptions and timeouts become error results.
+def execute(tool: Tool, arguments: dict, call_id: str, timeout_s: float | None = None, audit_log: Any = None,
+            caller: str = "agent") -> ToolResult:
+    """Run one validated call isolated in a limited child process (:mod:`phikit.tools.sandbox`, killed at its
+    time limit), with ``intent``/``result`` audit entries around it; errors and timeouts become error results."""
+    from .tools.execute import run_call
 
-    A timed-out call keeps running in its thread until it returns (Python threads cannot be killed); the
-    built-ins bound their own work, so this only matters for user tools.
-    """
-    limit = timeout_s if timeout_s is not None else tool.timeout_s
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tool-{tool.name}")
-    future = pool.submit(tool.run, arguments)
-    try:
-        value = future.result(timeout=limit)
-        content, status = json.dumps(value, ensure_ascii=False, default=str), "ok"
-    except concurrent.futures.TimeoutError:
-        content, status = json.dumps({"error": f"{tool.name} timed out after {limit:g} s"}), "timeout"
-    except Exception as exc:  # a tool error goes back to the model, it does not end the run
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        content, status = json.dumps({"error": f"{type(exc).__name__}: {message}"}, ensure_ascii=False), "error"
-    finally:
-        pool.shutdown(wait=False)
-    if len(content) > MAX_RESULT_CHARS:
-        content = content[:MAX_RESULT_CHARS] + "…[truncated]"
-    return ToolResult(call_id, tool.name, neutralize(content), status)
+    content, status = run_call(tool, arguments, call_id, timeout_s=timeout_s, audit=audit_log, caller=caller)
+    return ToolResult(call_id, tool.name, content, status)
 
 
 def run_agent(
@@ -178,12 +162,12 @@ def run_agent(
                 pending.append(call)
                 continue
             if result is None:
-                result = execute(tool, args, call["id"], timeout_s)
+                result = execute(tool, args, call["id"], timeout_s, log)  # audits intent and result itself
+            elif log is not None:  # blocked or declined: recorded, never run
+                log.append({"event": "refused", "tool": tool.name, "call_id": call["id"], "arguments": args,
+                            "status": result.status, "result": result.content})
             calls_made.append(call)
             results.append(result)
-            if log is not None:
-                log.append({"event": "tool_call", "tool": tool.name, "call_id": call["id"], "arguments": args,
-                            "status": result.status, "result": result.content})
             yield result
             msgs = [*msgs, {"role": "tool", "tool_call_id": call["id"], "name": tool.name,
                             "content": result.content}]

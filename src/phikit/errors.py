@@ -14,3 +14,11 @@ class ModelNotFoundError(PhikitError):
 
 class BadRequestError(PhikitError, ValueError):
     """A parameter or message is invalid (empty prompt, max tokens <= 0, temperature < 0, ...)."""
+
+
+class EngineUnavailableError(PhikitError):
+    """A remote engine cannot be reached or answered 503 (the server answers 503)."""
+
+
+class EngineError(PhikitError):
+    """A remote engine failed: a 5xx, a broken stream, a lost connection mid-answer (the server answers 502)."""

@@ -7,6 +7,7 @@ filter that keeps non-ASCII text), but without importing transformers, which cos
 
 from __future__ import annotations
 
+import contextvars
 import json
 from functools import lru_cache
 from typing import Any
@@ -14,6 +15,10 @@ from typing import Any
 from .errors import BadRequestError
 
 ROLES = ("system", "user", "assistant", "tool")
+# Private-use characters that bracket message data while rendering, so the tokenizer can tell the template's
+# own markers (special tokens) from text that merely looks like them (see render_segments).
+DATA_OPEN, DATA_CLOSE = "\ue000", "\ue001"
+_marking: contextvars.ContextVar[bool] = contextvars.ContextVar("phikit_marking", default=False)
 
 # Phi-4-mini's format, from its model card:
 #   <|system|>You are a helpful assistant with some tools.<|tool|>[{...}]<|/tool|><|end|><|user|>...<|end|><|assistant|>
@@ -92,13 +97,15 @@ def normalize_messages(messages: Any) -> list[dict]:
 
 
 def _tojson(value: Any, indent: int | None = None, **_: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=indent)
+    text = json.dumps(value, ensure_ascii=False, indent=indent)
+    return f"{DATA_OPEN}{text}{DATA_CLOSE}" if _marking.get() else text
 
 
 def _call_dict(fn: dict) -> dict:
     """OpenAI ``function`` ({name, arguments: JSON string}) -> Phi-4-mini's ``{name, arguments: {...}}``."""
     args = fn.get("arguments", {})
     if isinstance(args, str):
+        args = args.replace(DATA_OPEN, "").replace(DATA_CLOSE, "")  # data marks come back from tojson
         try:
             args = json.loads(args) if args.strip() else {}
         except json.JSONDecodeError:
@@ -149,3 +156,55 @@ def render(
     tpl = _compile(effective_template(template))
     ctx = {"bos_token": "", "eos_token": "", **special}
     return tpl.render(messages=msgs, tools=tools or None, add_generation_prompt=add_generation_prompt, **ctx)
+
+
+def _mark(value: Any, key: str = "") -> Any:
+    """Bracket every non-empty string in ``value`` as data (roles stay plain: the template branches on them)."""
+    if isinstance(value, str):
+        if key == "role" or not value:
+            return value
+        clean = value.replace(DATA_OPEN, "\ufffd").replace(DATA_CLOSE, "\ufffd")
+        return f"{DATA_OPEN}{clean}{DATA_CLOSE}"
+    if isinstance(value, dict):
+        return {k: _mark(v, k) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mark(v) for v in value]
+    return value
+
+
+def render_segments(
+    messages: Any, template: str | None = None, *, tools: list[dict] | None = None,
+    add_generation_prompt: bool = True, **special: Any,
+) -> list[tuple[str, bool]]:
+    """Render like :func:`render`, split into ``(text, is_template)`` pieces: messages are data.
+
+    Every string a client, user, document or tool supplied (message contents, names, tool calls, tool
+    definitions) is bracketed while the template renders; afterwards the text outside any bracket is the
+    template's own (its special tokens are real markers) and the text inside is data, to be tokenized without
+    special-token parsing, so ``<|im_start|>system`` typed in a message stays ordinary text. Joining the pieces'
+    text gives the prompt (up to the template's string tests on content, e.g. ``trim``).
+
+    Returns:
+        Pieces in order; consecutive pieces alternate between template text and data.
+    """
+    msgs = _mark(normalize_messages(messages))
+    token = _marking.set(True)
+    try:
+        text = render(msgs, template, tools=_mark(tools) if tools else None,
+                      add_generation_prompt=add_generation_prompt, **special)
+    finally:
+        _marking.reset(token)
+    pieces: list[tuple[str, bool]] = []
+    depth, buf = 0, []
+    for ch in text:
+        if ch in (DATA_OPEN, DATA_CLOSE):
+            inside = depth > 0
+            depth = depth + 1 if ch == DATA_OPEN else max(0, depth - 1)
+            if (depth > 0) != inside and buf:
+                pieces.append(("".join(buf), not inside))
+                buf = []
+            continue
+        buf.append(ch)
+    if buf:
+        pieces.append(("".join(buf), depth == 0))
+    return pieces

@@ -25,6 +25,8 @@ def serve(
     api_key: Annotated[str | None, typer.Option("--api-key", help="Require 'Authorization: Bearer KEY' on /v1 and /api (or $PHIKIT_API_KEY).")] = None,
     max_queue: Annotated[int, typer.Option("--max-queue", help="Requests that may wait for the model; more get 429.")] = 16,
     timeout: Annotated[float, typer.Option("--timeout", help="Per-request limit in seconds, queueing included.")] = 600.0,
+    allow_origin: Annotated[list[str], typer.Option("--allow-origin", help="A browser origin besides the server's own that may call the API, e.g. http://localhost:3000 (repeatable; or $PHIKIT_ALLOW_ORIGINS, comma-separated; * for any).")] = [],  # noqa: B006
+    allowed_hosts: Annotated[str | None, typer.Option("--allowed-hosts", help="Comma-separated Host names to accept besides localhost, 127.0.0.1, [::1] and --host (or $PHIKIT_ALLOWED_HOSTS; * for any).")] = None,
 ) -> None:
     """Serve a model over OpenAI's and Ollama's APIs, with a chat page at http://HOST:PORT/."""
     from ..errors import BadRequestError
@@ -51,10 +53,17 @@ def serve(
     from ..serve import create_app
 
     key = api_key or os.environ.get("PHIKIT_API_KEY")
-    server = create_app(llm, api_key=key, kbs=kbs, max_queue=max_queue, timeout_s=timeout)
+    origins = [*allow_origin, *_csv(os.environ.get("PHIKIT_ALLOW_ORIGINS"))]
+    hosts = _csv(allowed_hosts or os.environ.get("PHIKIT_ALLOWED_HOSTS"))
+    server = create_app(llm, api_key=key, kbs=kbs, max_queue=max_queue, timeout_s=timeout, host=host,
+                        allowed_hosts=hosts, allow_origins=origins)
     print(f"phikit serve · {llm.model} on {llm.backend} · http://{host}:{port}/ (chat page), /v1 (OpenAI), /api (Ollama)"
           f"{' · API key required' if key else ''} · "
           + ("requests are queued one at a time, not batched" if server.state.phikit.worker.concurrency == 1
              else f"up to {server.state.phikit.worker.concurrency} requests at once, batched by the remote server"),
           file=sys.stderr)
     uvicorn.run(server, host=host, port=port, log_level="warning")
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]

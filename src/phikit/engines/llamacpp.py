@@ -86,6 +86,9 @@ class LlamaCppEngine(LocalEngine):
         self.eos_ids = {i for i in (eos, int(meta.get("tokenizer.ggml.eot_token_id", -1))) if i >= 0}
 
     def encode(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)  # data: markers stay text
+
+    def encode_special(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     def decode(self, ids: Sequence[int]) -> str:

@@ -27,7 +27,21 @@ class LocalEngine:
     eos_ids: set[int] = set()
 
     def encode(self, text: str) -> list[int]:
+        """Text -> ids as *data*: special-token markers in ``text`` are ordinary characters."""
         raise NotImplementedError
+
+    def encode_special(self, text: str) -> list[int]:
+        """Text -> ids with special-token markers parsed (the chat template's own text, raw prompts)."""
+        return self.encode(text)
+
+    def encode_prompt(self, messages: Any, tools: list[dict] | None = None) -> list[int]:
+        """Render ``messages`` and tokenize them: the template's markers as special tokens, every message's
+        text as data (:func:`phikit.prompt.render_segments`), so a message cannot open or close a turn."""
+        pieces = prompt_mod.render_segments(messages, self.chat_template, tools=tools, **self.special_tokens)
+        ids: list[int] = []
+        for text, is_template in pieces:
+            ids += self.encode_special(text) if is_template else self.encode(text)
+        return ids
 
     def decode(self, ids: Sequence[int]) -> str:
         raise NotImplementedError
@@ -49,7 +63,7 @@ class LocalEngine:
             BadRequestError: invalid messages, or a prompt that does not fit the context window.
         """
         started = time.perf_counter()
-        ids = self.encode(self.render(messages, tools))
+        ids = self.encode_prompt(messages, tools)
         check_context(len(ids), params, self.context_length)
         room = self.context_length - len(ids)
         if params.max_new_tokens > room:  # stop with "length" at the window's end instead of failing there

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import BadRequestError, PhikitError
+from ..errors import BadRequestError, EngineError, EngineUnavailableError, PhikitError
 from .base import Done, Event, SamplingParams, TextDelta, Usage
 
 DEFAULT_CONTEXT = 4096
@@ -112,7 +112,7 @@ class OpenAIEngine:
         try:
             resp = self.client.get("/models")
         except httpx.HTTPError as exc:
-            raise PhikitError(f"cannot reach {self.base_url} ({type(exc).__name__}: {exc}); is the server running?") from None
+            raise EngineUnavailableError(f"cannot reach {self.base_url} ({type(exc).__name__}: {exc}); is the server running?") from None
         if resp.status_code in (401, 403):
             raise PhikitError(f"{self.base_url} refused the API key ({_server_error(resp)}); pass --api-key")
         if resp.status_code != 200:
@@ -176,7 +176,8 @@ class OpenAIEngine:
             with self.client.stream("POST", "/chat/completions", json=body) as resp:
                 if resp.status_code != 200:
                     msg = f"{self.base_url} answered {resp.status_code}: {_server_error(resp)}"
-                    raise (BadRequestError if 400 <= resp.status_code < 500 else PhikitError)(msg)
+                    kind = BadRequestError if 400 <= resp.status_code < 500 else EngineError
+                    raise (EngineUnavailableError if resp.status_code in (502, 503, 504) else kind)(msg)
                 for line in resp.iter_lines():
                     if params.cancel is not None and params.cancel.is_set():
                         finish = "cancelled"
@@ -188,7 +189,7 @@ class OpenAIEngine:
                         break
                     chunk = json.loads(data)
                     if "error" in chunk:
-                        raise PhikitError(f"{self.base_url} failed mid-stream: {_message(chunk['error'])}")
+                        raise EngineError(f"{self.base_url} failed mid-stream: {_message(chunk['error'])}")
                     usage = chunk.get("usage") or usage
                     for choice in chunk.get("choices") or []:
                         delta = choice.get("delta") or {}
@@ -207,7 +208,10 @@ class OpenAIEngine:
                         if choice.get("finish_reason"):
                             finish = "length" if choice["finish_reason"] == "length" else "stop"
         except httpx.HTTPError as exc:
-            raise PhikitError(f"lost the connection to {self.base_url} ({type(exc).__name__}: {exc})") from None
+            kind = EngineUnavailableError if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) else EngineError
+            raise kind(f"lost the connection to {self.base_url} ({type(exc).__name__}: {exc})") from None
+        except json.JSONDecodeError as exc:
+            raise EngineError(f"{self.base_url} sent a stream line that is not JSON ({exc.msg})") from None
         if calls:
             call_text = as_call_text(calls)
             texts.append(call_text)

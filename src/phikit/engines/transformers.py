@@ -231,6 +231,10 @@ class TransformersEngine(LocalEngine):
         return int(self.model.get_memory_footprint())
 
     def encode(self, text: str) -> list[int]:
+        # data: "<|im_start|>" typed in a message is split into ordinary tokens, never the control token
+        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+
+    def encode_special(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def decode(self, ids: Sequence[int]) -> str:

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import importlib.util
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,9 @@ class Embedder:
         return load_tokenizer(self.source)
 
 
+_THREADS_LOCK = threading.Lock()  # torch's thread count is process-wide: one save/set/restore at a time
+
+
 @contextlib.contextmanager
 def _threads(n: int | None):
     """Run torch with ``n`` intra-op threads (``$PHIKIT_EMBED_THREADS`` overrides).
@@ -99,15 +103,16 @@ def _threads(n: int | None):
     import torch
 
     n = int(os.environ.get("PHIKIT_EMBED_THREADS", 0)) or n
-    before = torch.get_num_threads()
-    if not n or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    with _THREADS_LOCK:  # concurrent callers would restore each other's values and could leave one thread
+        before = torch.get_num_threads()
+        if not n or n == before:
+            yield
+            return
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 @functools.lru_cache(maxsize=4)

@@ -8,6 +8,7 @@ and Weaviate use it for hybrid search.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,17 +93,21 @@ def search(kb, query: str, *, k: int = 5, mode: str = "hybrid", pool: int = 50) 
             for r, (i, s) in enumerate(order[:k], start=1)]
 
 
+_OMP_LOCK = threading.Lock()  # faiss's OpenMP thread count is process-wide: one save/set/restore at a time
+
+
 def _one_thread_search(index, qvec: np.ndarray, pool: int):
     """One query on one OpenMP thread: on a busy 2-core box, faiss's thread team spin-waits and one query
     takes ~10x longer than on a single thread (bench/rag_bench.py)."""
     import faiss
 
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        return index.search(qvec, pool)
-    finally:
-        faiss.omp_set_num_threads(before)
+    with _OMP_LOCK:
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            return index.search(qvec, pool)
+        finally:
+            faiss.omp_set_num_threads(before)
 
 
 def _bm25(kb: KnowledgeBase, query: str, pool: int) -> tuple[list[int], dict[int, float]]:

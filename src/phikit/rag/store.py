@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,6 +35,8 @@ import numpy as np
 from ..errors import BadRequestError, PhikitError
 from .chunk import Chunk, ChunkSettings, chunk_document
 from .loaders import UnreadableError, load_document, supported
+
+VERSION_RE = re.compile(r"v\d{6}(-\d{8}T\d{6})?")  # what _next_version writes
 
 FORMAT = "phikit-kb/1"
 # Below this many chunks the index is exact (IndexFlatIP); from here on, HNSW. Measured in bench/rag_bench.py
@@ -227,6 +230,8 @@ class KnowledgeBase:
         return kb
 
     def _load(self, version: str) -> None:
+        if not isinstance(version, str) or not VERSION_RE.fullmatch(version):  # never a path: v000003-2026...
+            raise BadRequestError(f"{version!r} is not a knowledge-base version id (like v000003-20261130T120000)")
         vdir = self.root / "versions" / version
         try:
             manifest = json.loads((vdir / "manifest.json").read_text())

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,14 +18,15 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..errors import BadRequestError, PhikitError
-from .generation import NotSupportedError, builtin_tool_names
+from ..errors import BadRequestError, EngineError, EngineUnavailableError, ModelNotFoundError, PhikitError
+from .access import AccessAndMetrics, AccessPolicy
+from .generation import NotSupportedError, builtin_tool_names, new_id
+from .limits import LimitError, ServerLimits
 from .metrics import Metrics
 from .worker import GenerationTimeout, ModelWorker, QueueFullError
 
 log = logging.getLogger("phikit.serve")
 STATIC = Path(__file__).parent / "static"
-PROTECTED = ("/v1/", "/api/")  # paths that need the key when --api-key is set (the page and /health do not)
 
 
 class APIError(Exception):
@@ -56,6 +56,8 @@ class ServerState:
     kbs: dict[str, Any] = field(default_factory=dict)
     default_kb: str | None = None
     started_at: float = field(default_factory=time.time)
+    access: AccessPolicy = field(default_factory=AccessPolicy)
+    limits: ServerLimits = field(default_factory=ServerLimits)
 
     @property
     def model(self) -> str:
@@ -112,7 +114,9 @@ def error_response(request: Request, exc: APIError) -> JSONResponse:
 
 
 def to_api_error(exc: BaseException) -> APIError:
-    """Map any exception from a request to the response it deserves; unknown ones are the server's fault."""
+    """Map any exception from a request to the response it deserves, honestly: the client's mistakes are 4xx,
+    overload 429, a failing remote engine 502/503, and anything else is the server's bug: 500 with a request id
+    that is also in the log line with the traceback."""
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, QueueFullError):
@@ -122,14 +126,26 @@ def to_api_error(exc: BaseException) -> APIError:
         return APIError(504, str(exc), "timeout", code="timeout")
     if isinstance(exc, NotSupportedError):
         return APIError(501, str(exc), "not_implemented", code="not_implemented")
-    if isinstance(exc, (BadRequestError, ValueError)):
+    if isinstance(exc, LimitError):
+        return APIError(exc.status, str(exc), param=exc.param, code="limit_exceeded")
+    if isinstance(exc, EngineUnavailableError):
+        return APIError(503, str(exc), "engine_unavailable", code="engine_unavailable")
+    if isinstance(exc, EngineError):
+        return APIError(502, str(exc), "engine_error", code="bad_gateway")
+    if isinstance(exc, ModelNotFoundError):
+        return APIError(404, str(exc), "not_found_error", code="model_not_found")
+    if type(exc).__name__ == "ToolCallError":  # the model could not write a valid call, even after a repair turn
+        return APIError(422, str(exc), code="invalid_tool_call")
+    if isinstance(exc, BadRequestError):
         msg = str(exc)
         code = "context_length_exceeded" if "context window" in msg else None
         return APIError(400, msg, code=code)
-    if isinstance(exc, PhikitError):
+    if isinstance(exc, PhikitError):  # a deliberate message for the user (e.g. a knowledge base that cannot load)
         return APIError(400, str(exc))
-    log.exception("internal error", exc_info=exc)
-    return APIError(500, f"internal server error ({type(exc).__name__}); see the server log", "server_error")
+    rid = new_id("req")
+    log.error("internal error, request id %s", rid, exc_info=exc)
+    return APIError(500, f"internal server error ({type(exc).__name__}); request id {rid} is in the server log",
+                    "server_error", code="internal_error")
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -145,54 +161,6 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"{where}{e.get('msg', 'invalid value')}" + (f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""), param
 
 
-def force_json(scope: dict) -> dict:
-    """Treat API request bodies as JSON whatever their Content-Type: Ollama's docs use ``curl -d '{...}'``,
-    which sends ``application/x-www-form-urlencoded``, and Ollama accepts it."""
-    headers = [(k, v) for k, v in scope.get("headers") or [] if k != b"content-type"]
-    return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
-
-
-class AccessAndMetrics:
-    """ASGI middleware: Bearer-key check on the API paths, and per-route counts and latency to the last byte."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        state: ServerState = scope["app"].state.phikit
-        path = scope["path"]
-        if state.api_key and path.startswith(PROTECTED):
-            headers = dict(scope.get("headers") or [])
-            auth = headers.get(b"authorization", b"").decode("latin-1")
-            given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-            if not hmac.compare_digest(given.encode(), state.api_key.encode()):
-                msg = "missing or wrong API key: send the header 'Authorization: Bearer <key>'"
-                body = {"error": msg} if path.startswith("/api/") else error_body(
-                    401, msg, "invalid_request_error", code="invalid_api_key")
-                state.metrics.errors.labels("authentication_error").inc()
-                state.metrics.requests.labels(path, "401").inc()
-                return await JSONResponse(body, status_code=401)(scope, receive, send)
-        if scope["method"] == "POST" and path.startswith(PROTECTED):
-            scope = force_json(scope)
-        t0 = time.perf_counter()
-        status = {"code": 500}
-
-        async def send_wrapper(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            name = getattr(route, "path", None) or ("static" if path.startswith("/static") else "unmatched")
-            state.metrics.requests.labels(name, str(status["code"])).inc()
-            state.metrics.latency.labels(name).observe(time.perf_counter() - t0)
-
-
 def create_app(
     llm,
     *,
@@ -200,15 +168,24 @@ def create_app(
     kbs: dict[str, Any] | None = None,
     max_queue: int = 16,
     timeout_s: float = 600.0,
+    host: str = "127.0.0.1",
+    allowed_hosts: tuple[str, ...] | list[str] = (),
+    allow_origins: tuple[str, ...] | list[str] = (),
+    limits: ServerLimits | None = None,
 ) -> FastAPI:
     """Build the server around one loaded model.
 
     Args:
         llm: a :class:`phikit.LLM` (any backend, the remote ``openai`` one included).
-        api_key: when set, ``/v1/*`` and ``/api/*`` need ``Authorization: Bearer <api_key>``.
+        api_key: when set, every route but ``/health`` and the page's own files needs
+            ``Authorization: Bearer <api_key>`` (``/metrics``, ``/docs`` and ``/openapi.json`` included).
         kbs: knowledge bases by name; the first is the default for every chat request.
         max_queue: requests that may wait while one generates; past that, 429 with ``Retry-After``.
         timeout_s: per-request wall-clock limit in seconds, queueing included (504 past it).
+        host: the address the server is bound to (a ``Host`` header naming it is accepted).
+        allowed_hosts: more ``Host`` names to accept (``*``: any); others get 403 (DNS rebinding).
+        allow_origins: browser origins besides the server's own that may call it (``*``: any); others get 403.
+        limits: request size and count limits (:class:`~phikit.serve.limits.ServerLimits`).
 
     Returns:
         A FastAPI app; run it with ``uvicorn.run(app, host=..., port=...)``.
@@ -224,8 +201,9 @@ def create_app(
     worker = ModelWorker(max_queue=max_queue, timeout_s=timeout_s,
                          concurrency=getattr(llm.engine, "max_concurrency", 1))
     kbs = dict(kbs or {})
+    access = AccessPolicy(host, tuple(allowed_hosts), tuple(allow_origins))
     app.state.phikit = ServerState(llm=llm, worker=worker, metrics=Metrics(worker), api_key=api_key, kbs=kbs,
-                                   default_kb=next(iter(kbs), None))
+                                   default_kb=next(iter(kbs), None), access=access, limits=limits or ServerLimits())
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
@@ -240,12 +218,14 @@ def create_app(
     async def _http(request: Request, exc: StarletteHTTPException):
         kind = {404: "not_found_error", 405: "invalid_request_error"}.get(exc.status_code, "invalid_request_error")
         message = f"no route {request.method} {request.url.path}" if exc.status_code in (404, 405) else str(exc.detail)
-        return error_response(request, APIError(exc.status_code, message, kind, headers=dict(exc.headers or {})))
+        code = "request_too_large" if exc.status_code == 413 else None
+        return error_response(request, APIError(exc.status_code, message, kind, code=code,
+                                                headers=dict(exc.headers or {})))
 
     async def _mapped(request: Request, exc: Exception):
         return error_response(request, to_api_error(exc))
 
-    for kind in (PhikitError, ValueError, QueueFullError, GenerationTimeout, NotSupportedError, Exception):
+    for kind in (PhikitError, LimitError, QueueFullError, GenerationTimeout, NotSupportedError, Exception):
         app.add_exception_handler(kind, _mapped)
 
     app.include_router(openai_api.router)
@@ -282,5 +262,10 @@ def create_app(
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if access.allow_origins:  # pages at an allowed origin may also read the answers
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(access.allow_origins), allow_methods=["*"],
+                           allow_headers=["*"])
     app.add_middleware(AccessAndMetrics)
     return app

@@ -166,7 +166,7 @@ def raw_completion(llm, prompt: str, params: dict[str, Any]) -> Iterator[Any]:
     if not (hasattr(engine, "encode") and hasattr(engine, "token_steps")):
         return engine.generate([{"role": "user", "content": prompt}], sp)
     started = time.perf_counter()
-    ids = engine.encode(prompt)
+    ids = getattr(engine, "encode_special", engine.encode)(prompt)  # a raw prompt carries its own markers
     if not ids:
         raise BadRequestError("the prompt is empty: give some text to continue")
     check_context(len(ids), sp, engine.context_length)

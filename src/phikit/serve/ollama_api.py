@@ -20,7 +20,8 @@ from .. import __version__
 from ..prompt import normalize_messages
 from .app import APIError, ServerState, to_api_error
 from .generation import ChatJob, Part, check_params, collect, sampling
-from .openai_api import check_embedding_model, embed_texts, record, run_parts, started, until_disconnect
+from .limits import check as check_limits
+from .openai_api import check_embedding_model, queued_embed, record, run_parts, started, until_disconnect
 from .schemas import (
     ERROR_RESPONSES,
     OllamaChatRequest,
@@ -95,6 +96,9 @@ async def chat(req: OllamaChatRequest, request: Request):
     if not req.messages:  # Ollama answers an empty chat with a load-only reply
         return {"model": req.model or state.model, "created_at": now(), "message": {"role": "assistant", "content": ""},
                 "done": True, "done_reason": "load"}
+    check_limits(state.limits, messages=req.messages, stop=(req.options.stop if req.options else None),
+                 tools=[t.model_dump() for t in req.tools or []], schema=req.format if isinstance(req.format, dict) else None,
+                 prefix="options.")
     params, fmt = ollama_params(req.options, req.format)
     messages = normalize_messages([ollama_message(m.model_dump(exclude_none=True)) for m in req.messages])
     tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
@@ -151,6 +155,8 @@ async def generate(req: OllamaGenerateRequest, request: Request):
     model, t0 = req.model or state.model, time.perf_counter()
     if not req.prompt:  # Ollama: an empty prompt just loads the model
         return {"model": model, "created_at": now(), "response": "", "done": True, "done_reason": "load"}
+    check_limits(state.limits, stop=(req.options.stop if req.options else None),
+                 schema=req.format if isinstance(req.format, dict) else None, prefix="options.")
     params, fmt = ollama_params(req.options, req.format)
     if req.raw:
         job = ChatJob(messages=[], params=params, raw_prompt=req.prompt)
@@ -182,13 +188,11 @@ async def generate(req: OllamaGenerateRequest, request: Request):
 @router.post("/api/embed")
 async def embed(req: OllamaEmbedRequest, request: Request) -> dict:
     """Ollama embeddings with all-MiniLM-L6-v2."""
-    from starlette.concurrency import run_in_threadpool
-
     texts = [req.input] if isinstance(req.input, str) else list(req.input)
     if not texts or not all(texts):
         raise APIError(400, "input must be a non-empty string or list of non-empty strings", param="input")
     check_embedding_model(req.model)
-    name, vecs, n = await run_in_threadpool(embed_texts, texts)
+    name, vecs, n = await queued_embed(request.app.state.phikit, texts)
     return {"model": name, "embeddings": vecs.tolist(), "prompt_eval_count": n}
 
 

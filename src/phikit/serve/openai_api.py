@@ -19,6 +19,7 @@ from fastapi.responses import StreamingResponse
 from ..prompt import normalize_messages
 from .app import APIError, ServerState, error_body, to_api_error
 from .generation import ChatJob, Part, check_params, collect, new_id, parts, sampling, start_job
+from .limits import check as check_limits
 from .schemas import (
     ERROR_RESPONSES,
     ChatCompletionRequest,
@@ -66,6 +67,9 @@ def chat_job(state: ServerState, req: ChatCompletionRequest) -> ChatJob:
     """
     state.check_model(req.model)
     check_unsupported(req)
+    spec = (req.response_format or {}).get("json_schema")
+    check_limits(state.limits, messages=req.messages, stop=req.stop, tools=[t.model_dump() for t in req.tools or []],
+                 schema=spec.get("schema") if isinstance(spec, dict) else None)
     raw = [m.model_dump(exclude_none=True) for m in req.messages]
     for m in raw:
         if m.get("role") == "developer":  # OpenAI's newer name for the system turn
@@ -251,6 +255,7 @@ async def completions(req: CompletionRequest, request: Request):
     state = state_of(request)
     state.check_model(req.model)
     check_unsupported(req)
+    check_limits(state.limits, stop=req.stop)
     prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
     if len(prompts) != 1:
         raise APIError(400, "prompt must be one string (batches of prompts are not supported)", param="prompt")
@@ -309,6 +314,18 @@ def embed_texts(texts: list[str]):
     return emb.name, emb.embed(texts), sum(len(emb.tokenizer().offsets(t)) for t in texts)
 
 
+async def queued_embed(state: ServerState, texts: list[str]):
+    """Embed through the model worker's queue, like a generation: 429 past ``max_queue``, timed out, one at a
+    time with generations (both share the CPU)."""
+    check_limits(state.limits, inputs=texts)
+    state.worker.admit()
+    job = state.worker.stream(lambda cancel: iter([embed_texts(texts)]))
+    try:
+        return await job.__anext__()
+    finally:
+        await job.aclose()
+
+
 def check_embedding_model(model: str | None) -> None:
     """Raises APIError 404 unless ``model`` is empty or names the server's embedding model."""
     from ..rag.embed import DEFAULT_EMBEDDING_MODEL
@@ -324,15 +341,11 @@ async def embeddings(req: EmbeddingRequest, request: Request) -> dict:
     """Sentence embeddings from all-MiniLM-L6-v2 (384 dimensions, unit length)."""
     import base64
 
-    from starlette.concurrency import run_in_threadpool
-
     texts = [req.input] if isinstance(req.input, str) else list(req.input)
     if not texts or any(not isinstance(t, str) or not t for t in texts):
         raise APIError(400, "input must be a non-empty string or a list of non-empty strings", param="input")
-    if len(texts) > 2048:
-        raise APIError(400, f"input has {len(texts)} items; send at most 2048 per request", param="input")
     check_embedding_model(req.model)
-    name, vecs, n_tokens = await run_in_threadpool(embed_texts, texts)
+    name, vecs, n_tokens = await queued_embed(state_of(request), texts)
     if req.dimensions is not None and req.dimensions != vecs.shape[1]:
         raise APIError(400, f"dimensions must be {vecs.shape[1]} for {name} (it cannot be shortened)",
                        param="dimensions")

@@ -25,6 +25,7 @@ MAX_NODES = 200
 MAX_EXPONENT = 10_000
 MAX_RESULT_BITS = 4_096  # about 1,233 decimal digits
 MAX_FACTORIAL = 500
+MAX_ROUND_DIGITS = 1_000  # round(x, n) builds 10**n: bound n like every other size
 
 _BINOPS = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
@@ -36,6 +37,7 @@ _FUNCS = {
     "sin": math.sin, "cos": math.cos, "tan": math.tan, "asin": math.asin, "acos": math.acos, "atan": math.atan,
     "floor": math.floor, "ceil": math.ceil, "abs": abs, "round": round, "factorial": math.factorial,
 }
+_ARITY = {name: (1, 1) for name in _FUNCS} | {"log": (1, 2), "round": (1, 2)}  # (fewest, most) arguments
 _CONSTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
 
 
@@ -51,6 +53,15 @@ def _check(value):
     elif isinstance(value, float) and not math.isfinite(value):
         raise CalculationError("the result is not a finite number (overflow or an undefined operation)")
     return value
+
+
+def _whole(value, what: str, limit: int) -> int:
+    """``value`` as an int with ``|value| <= limit``, else a CalculationError naming ``what``."""
+    if not (isinstance(value, Fraction) and value.denominator == 1):
+        raise CalculationError(f"{what} must be a whole number")
+    if abs(value) > limit:
+        raise CalculationError(f"{what} is {value}; the limit is {limit}")
+    return int(value)
 
 
 def _pow(base, exp):
@@ -74,13 +85,37 @@ def _pow(base, exp):
     return out
 
 
+def _call(name: str, args: list):
+    """One allowed function on already-bounded arguments; every argument that sets a size is bounded here."""
+    if name == "factorial":
+        n = args[0]
+        if not (isinstance(n, Fraction) and n.denominator == 1 and 0 <= n <= MAX_FACTORIAL):
+            raise CalculationError(f"factorial needs a whole number from 0 to {MAX_FACTORIAL}")
+        return Fraction(math.factorial(int(n)))
+    if name == "round" and len(args) == 2:
+        digits = _whole(args[1], "round's number of digits", MAX_ROUND_DIGITS)
+        if isinstance(args[0], float):
+            return _check(round(args[0], digits))
+        return _check(Fraction(round(args[0], digits)))
+    if name in ("abs", "round", "floor", "ceil") and isinstance(args[0], Fraction):
+        if name == "abs":
+            return abs(args[0])
+        if name == "round":
+            return Fraction(round(args[0]))
+        return Fraction(math.floor(args[0]) if name == "floor" else math.ceil(args[0]))
+    try:
+        return _check(float(_FUNCS[name](*[float(a) for a in args])))
+    except (ValueError, OverflowError, TypeError, ZeroDivisionError) as exc:
+        raise CalculationError(f"{name}: {exc}") from None
+
+
 def _eval(node: ast.AST):
     if isinstance(node, ast.Expression):
         return _eval(node.body)
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
             raise CalculationError(f"only numbers are allowed, not {node.value!r}")
-        return Fraction(node.value) if isinstance(node.value, int) else Fraction(repr(node.value))
+        return _check(Fraction(node.value) if isinstance(node.value, int) else Fraction(repr(node.value)))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
         left, right = _eval(node.left), _eval(node.right)
         if isinstance(node.op, ast.Pow):
@@ -98,25 +133,14 @@ def _eval(node: ast.AST):
         raise CalculationError(f"unknown name {node.id!r}; allowed: numbers, + - * / // % **, ( ), {', '.join(sorted(_FUNCS))}, pi, e")
     if isinstance(node, ast.Call):
         name = node.func.id if isinstance(node.func, ast.Name) else None
-        if name not in _FUNCS or node.keywords or not 1 <= len(node.args) <= 2:
+        if name not in _FUNCS or node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
             shown = name or ast.unparse(node.func)[:40]
             raise CalculationError(f"function {shown!r} is not allowed; allowed: {', '.join(sorted(_FUNCS))}")
-        args = [_eval(a) for a in node.args]
-        if name == "factorial":
-            n = args[0]
-            if not (isinstance(n, Fraction) and n.denominator == 1 and 0 <= n <= MAX_FACTORIAL):
-                raise CalculationError(f"factorial needs a whole number from 0 to {MAX_FACTORIAL}")
-            return Fraction(math.factorial(int(n)))
-        if name in ("abs", "round", "floor", "ceil") and all(isinstance(a, Fraction) for a in args):
-            if name == "abs":
-                return abs(args[0])
-            if name == "round":
-                return Fraction(round(args[0], int(args[1]) if len(args) > 1 else None))
-            return Fraction(math.floor(args[0]) if name == "floor" else math.ceil(args[0]))
-        try:
-            return _check(float(_FUNCS[name](*[float(a) for a in args])))
-        except (ValueError, OverflowError, TypeError) as exc:
-            raise CalculationError(f"{name}: {exc}") from None
+        low, high = _ARITY[name]
+        if not low <= len(node.args) <= high:
+            count = f"{low}" if low == high else f"{low} or {high}"
+            raise CalculationError(f"{name} takes {count} argument{'s' if high > 1 else ''}, got {len(node.args)}")
+        return _call(name, [_eval(a) for a in node.args])
     raise CalculationError(f"{type(node).__name__} is not allowed in an arithmetic expression")
 
 
@@ -139,8 +163,8 @@ def calculate_value(expression: str) -> int | float:
 
     Raises:
         CalculationError: a name, attribute, call, string or other syntax outside the whitelist; division by
-            zero; an expression over 500 characters or 200 nodes; an exponent over 10,000, a result over
-            4,096 bits or a factorial over 500.
+            zero; an expression over 500 characters or 200 nodes; an exponent over 10,000, an intermediate or
+            final result over 4,096 bits, a factorial over 500, or round() to more than 1,000 digits.
     """
     if not isinstance(expression, str) or not expression.strip():
         raise CalculationError("the expression is empty: give arithmetic such as '12 * (3 + 4)'")
@@ -148,7 +172,7 @@ def calculate_value(expression: str) -> int | float:
         raise CalculationError(f"the expression is {len(expression)} characters; the limit is {MAX_EXPRESSION_CHARS}")
     try:
         tree = ast.parse(_clean(expression), mode="eval")
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
         raise CalculationError(f"{expression!r} is not an arithmetic expression") from None
     if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
         raise CalculationError(f"the expression has more than {MAX_NODES} parts; split it up")

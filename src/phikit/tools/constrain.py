@@ -15,6 +15,7 @@ own call form) whose JSON is an array of ``{"name": <declared>, "arguments": <th
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import threading
@@ -34,6 +35,7 @@ DEFAULT_MAX_ITEMS = 8
 # brackets in a string sets its own "pattern". Applied to the grammar only, never to validation.
 NO_BRACKETS = r"^[^{}\[\]]*$"
 MAX_CALLS = 4
+MAX_GRAMMARS = 64  # compiled grammars kept per engine (least recently used dropped): clients send schemas
 
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
@@ -189,7 +191,8 @@ def _compiler(engine: Any):
             vocab = info.decoded_vocab
             closers = [i for i, t in enumerate(vocab) if t and set(t) <= set(b'"}]')]
             entry = {
-                "compiler": xgr.GrammarCompiler(info, max_threads=2), "width": width, "grammars": {},
+                "compiler": xgr.GrammarCompiler(info, max_threads=2), "width": width,
+                "grammars": collections.OrderedDict(),
                 "closers": closers,
                 "wants_close": {i for i, t in enumerate(vocab) if t[:1] in (b"}", b"]")},
                 "quote_closers": [i for i in closers if vocab[i][:1] == b'"'],
@@ -211,18 +214,27 @@ def compile_schema(engine: Any, schema: dict, *, prefix: str = ""):
 
     entry = _compiler(engine)
     key = (prefix, json.dumps(schema, sort_keys=True))
-    if key not in entry["grammars"]:
-        try:
-            # Compact separators: measured on SmolLM2-135M, `{"expression":"` is followed by the expression,
-            # where `{"expression": "` is followed by `}}]` (a string of junk) for most questions.
-            grammar = xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False, separators=(",", ":"))
-            if prefix:
-                grammar = xgr.Grammar.concat(xgr.Grammar.from_ebnf(f"root ::= {json.dumps(prefix)}"), grammar)
-            entry["grammars"][key] = entry["compiler"].compile_grammar(grammar)
-        except Exception as exc:  # xgrammar raises RuntimeError/InvalidJSONError with a long message
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise BadRequestError(f"the JSON schema cannot be compiled into a grammar: {first}") from None
-    return entry["grammars"][key], entry["width"], entry
+    grammars = entry["grammars"]
+    with _lock:
+        hit = grammars.get(key)
+        if hit is not None:
+            grammars.move_to_end(key)
+            return hit, entry["width"], entry
+    try:
+        # Compact separators: measured on SmolLM2-135M, `{"expression":"` is followed by the expression,
+        # where `{"expression": "` is followed by `}}]` (a string of junk) for most questions.
+        grammar = xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False, separators=(",", ":"))
+        if prefix:
+            grammar = xgr.Grammar.concat(xgr.Grammar.from_ebnf(f"root ::= {json.dumps(prefix)}"), grammar)
+        compiled = entry["compiler"].compile_grammar(grammar)
+    except Exception as exc:  # xgrammar raises RuntimeError/InvalidJSONError with a long message
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise BadRequestError(f"the JSON schema cannot be compiled into a grammar: {first}") from None
+    with _lock:
+        grammars[key] = compiled
+        while len(grammars) > MAX_GRAMMARS:
+            grammars.popitem(last=False)
+    return compiled, entry["width"], entry
 
 
 class GrammarProcessor:
