@@ -38,8 +38,9 @@ def add(
 ) -> None:
     """Add or update documents; unchanged files are skipped, changed ones replaced, unreadable ones reported."""
     from ..rag.chunk import ChunkSettings
-    from ..rag.store import KnowledgeBase
+    from ..rag.store import KnowledgeBase, require_paths
 
+    require_paths(paths)  # a typo must not leave an empty KB behind
     settings = None
     if chunk_tokens is not None or overlap is not None:
         settings = ChunkSettings(max_tokens=chunk_tokens or 256, overlap=32 if overlap is None else overlap)
@@ -52,8 +53,9 @@ def add(
                           "unchanged": report.unchanged, "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
                           "chunks": report.chunks, "seconds": round(report.seconds, 2)}))
         return
+    unsupported = sum(r.startswith("unsupported file type") for _, r in report.skipped)
     summary = (f"{len(report.added)} added, {len(report.replaced)} replaced, {len(report.unchanged)} unchanged, "
-               f"{len(report.skipped)} skipped · {report.chunks} new chunks in {report.seconds:.1f} s")
+               f"{len(report.skipped)} skipped ({unsupported} unsupported) · {report.chunks} new chunks in {report.seconds:.1f} s")
     print(summary + (f" · version {report.version}" if report.version else " · no change"), file=sys.stderr)
 
 
@@ -153,6 +155,8 @@ def eval_rag(
         from ..llm import load
 
         llm = load(model, backend=backend)
+    print(f"eval rag: {len(items)} questions, k={k}" + (f", {llm.model} on {llm.backend}" if llm else ", retrieval only"),
+          file=sys.stderr)
     report = evaluate(items, kb, llm, k=k, max_new_tokens=max_tokens, progress=sys.stderr.isatty())
     if out:
         from pathlib import Path

@@ -9,6 +9,8 @@ Metrics (answerable = questions with a ``doc``):
     grounded accuracy: share of answerable questions whose answer contains an expected fact and cites a
         chunk of ``doc`` (explicit ``[n]`` or attributed; ``explicit_citation_rate`` counts ``[n]`` only).
     hallucination rate: share of unanswerable questions answered instead of abstaining.
+    numbers not in the cited passage: shown answers stating a number (price, duration, date...) that none
+        of the passages they cite contains (the checks in :mod:`.verify` should make this 0).
     abstention precision: share of abstentions that were on unanswerable questions.
 """
 
@@ -23,6 +25,7 @@ from typing import Any
 from ..errors import BadRequestError
 from .retrieve import search
 from .store import open_kb
+from .verify import Passage, quantities
 
 
 def load_qa(path: str | Path) -> list[dict]:
@@ -102,6 +105,7 @@ def evaluate(items: list[dict], kb: Any, llm=None, *, k: int = 4, max_new_tokens
     from tqdm.auto import tqdm
 
     base = open_kb(kb)
+    by_id = {c.id: c for c in base.chunks}
     rows = []
     for item in tqdm(items, desc="eval rag", disable=not progress, leave=False):
         hits = search(base, item["question"], k=k)
@@ -114,12 +118,17 @@ def evaluate(items: list[dict], kb: Any, llm=None, *, k: int = 4, max_new_tokens
                            provenance=False, **rag)
             cites = res.extra.get("citations", [])
             answer = _norm(res.text)
+            cited = [Passage(by_id[c["id"]].text) for c in cites if c["id"] in by_id]
             row.update(
                 answer=res.text, seconds=round(time.perf_counter() - t0, 2), abstained=res.extra.get("abstained", False),
                 abstain_reason=res.extra.get("abstain_reason"),
                 fact=any(_norm(a) in answer for a in item["answers"]) if item["answers"] else None,
                 cited_doc=any(_is_doc(c["source"], item.get("doc")) for c in cites),
                 explicit=any(not c["inferred"] for c in cites),
+                cited_ids=[c["id"] for c in cites],
+                extractive=res.extra.get("extractive", False), withdrawn=len(res.extra.get("withdrawn", [])),
+                uncited_numbers=[] if res.extra.get("abstained") else
+                [f"{v} {u}".strip() for v, u in quantities(res.text) if not any(p.has_quantity((v, u)) for p in cited)],
             )
         rows.append(row)
     return summarize(rows, k=k, with_answers=llm is not None, model=getattr(llm, "model", None), kb=base)
@@ -146,6 +155,8 @@ def summarize(rows: list[dict], *, k: int, with_answers: bool, model: str | None
             abstention_precision=pct([not r["answerable"] for r in abstained]),
             abstention_recall=pct([r["abstained"] for r in una]),
             false_abstention_rate=pct([r["abstained"] for r in ans]),
+            extractive_answers=sum(bool(r.get("extractive")) for r in rows),
+            answers_with_numbers_not_in_cited_passage=sum(bool(r.get("uncited_numbers")) for r in rows),
             mean_seconds=round(sum(r["seconds"] for r in rows) / len(rows), 2) if rows else None,
         )
     report["rows"] = rows
@@ -164,7 +175,9 @@ def render_table(report: dict):
              ("grounded_accuracy", "grounded accuracy (%)"), ("answer_contains_fact", "answer contains fact (%)"),
              ("explicit_citation_rate", "explicit \\[n] citations (%)"), ("hallucination_rate", "hallucination rate (%)"),
              ("abstention_precision", "abstention precision (%)"), ("abstention_recall", "abstention recall (%)"),
-             ("false_abstention_rate", "false abstentions (%)"), ("mean_seconds", "mean seconds / question")]
+             ("false_abstention_rate", "false abstentions (%)"), ("extractive_answers", "extractive answers"),
+             ("answers_with_numbers_not_in_cited_passage", "answers with a number not in the cited passage"),
+             ("mean_seconds", "mean seconds / question")]
     for key, label in names:
         if key in report:
             table.add_row(label, "-" if report[key] is None else str(report[key]))

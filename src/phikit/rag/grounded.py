@@ -1,9 +1,12 @@
-"""Grounded answering: numbered passages as quoted data, answer only from them, cite [n]; then check the
-citations, abstain when the KB has no answer, and log provenance.
+"""Grounded answering: numbered passages as quoted data, answer only from them, cite [n]; every sentence is
+checked against its passage before it is shown (:mod:`.verify`); when none holds up, quote the passages;
+abstain when they do not hold the answer; log provenance.
 
 One generator (:func:`grounded_stream`) serves both streaming and ``LLM.chat(..., kb=...)``: it yields
-:class:`~phikit.engines.TextDelta` events, one :class:`Citations` event and the final
-:class:`~phikit.engines.Done` (whose ``text`` is the checked answer).
+:class:`Checking` (once the passages are found), :class:`~phikit.engines.TextDelta` events carrying only
+verified text (nothing streamed is ever withdrawn), one :class:`Citations` event and the final
+:class:`~phikit.engines.Done` (whose ``text`` is everything streamed, and whose ``finish_reason`` is the
+model's: ``length`` when the token budget ran out).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from . import DEFAULT_ABSTAIN_TEXT
 from .guard import make_injection_guard
 from .retrieve import Hit, search
 from .store import KnowledgeBase, now_iso, open_kb, s_stem
+from .verify import Passage, SentenceCheck, check_sentence, content_words, extractive_answer, split_sentences
 
 # Calibrated on examples/support-bot/qa.jsonl (bench/rag_calibrate.py): the best hit's cosine below this
 # means "nothing relevant"; see docs/bench-rag.md.
@@ -36,7 +40,6 @@ SYSTEM_PROMPT = (
     "reply exactly: NOT FOUND"
 )
 
-WITHDRAWN = "(withdrawn: the text above is not supported by the passages)"
 STOP = ("\nQuestion:", "\nPassages:", "\n[1] source:")
 _ABSTAIN = re.compile(
     r"\bnot[ _]found\b|\b(?:can ?not|can't|unable to|couldn't|could not) (?:find|answer|determine|locate)"
@@ -46,10 +49,6 @@ _ABSTAIN = re.compile(
 )
 _CITE = re.compile(r"\[(\s*\d+(?:\s*[,;]\s*\d+)*\s*)\]")
 _SPECIAL = re.compile(r"<\|[^|<>]{0,40}\|>|<\/?(?:s|im_start|im_end|system|user|assistant)>", re.IGNORECASE)
-_WORD = re.compile(r"[a-z0-9]+(?:[.'-][a-z0-9]+)*")
-_STOP = frozenset(
-    ["a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "it", "its", "this", "that", "these", "those", "you", "your", "we", "our", "they", "their", "he", "she", "i", "me", "my", "can", "will", "would", "should", "could", "may", "might", "do", "does", "did", "not", "no", "yes", "if", "then", "than", "so", "such", "there", "here", "what", "which", "who", "whom", "when", "where", "why", "how", "about", "into", "over", "under", "up", "down", "out", "per", "each", "all", "any", "some", "more", "most", "also", "only", "just", "have", "has", "had"]
-)
 
 
 @dataclass
@@ -63,9 +62,8 @@ class RagOptions:
         k: passages given to the model.
         mode: retrieval mode, ``hybrid`` | ``dense`` | ``bm25``.
         min_score: abstain without asking the model when the best passage's cosine is below this.
-        min_support: abstain when fewer than this share of the answer's content words occur in the
-            passages, or when the answer has a number no passage has (lexical faithfulness checks; 0
-            disables both).
+        min_support: a sentence of the answer is withdrawn when fewer than this share of its content words
+            occur in its passage (besides the number, name and topic checks of :mod:`.verify`).
         check_names: abstain before generating when the question names something (a capitalized word)
             that no retrieved passage mentions.
         abstain_text: the reply when the KB does not hold the answer (default ``$PHIKIT_ABSTAIN_TEXT`` or
@@ -98,9 +96,13 @@ class Citations:
         retrieved: every passage shown to the model, with scores.
         abstained: the reply is the abstention text.
         reason: why it abstained: ``retrieval`` (nothing relevant), ``unknown_name`` (the question names
-            something no passage mentions), ``model`` (the model said so) or ``unsupported`` (the answer's
-            words or numbers are not in the passages).
+            something no passage mentions), ``model`` (the model said so) or ``unsupported`` (no sentence
+            of the answer was supported) — in the last two cases no passage sentence matched the question
+            either, so there was no extractive answer.
         invalid: citation numbers the model wrote that match no passage (removed from the answer).
+        withdrawn: ``{sentence, reason}`` for each sentence of the model's reply that failed its check
+            (never shown).
+        extractive: the answer quotes the passages because no sentence of the model's reply held up.
         blocked_tool_calls: ``{call, reason}`` for calls the injection guard stopped.
         model_text: the model's own reply, kept when we abstained instead of showing it.
     """
@@ -113,6 +115,8 @@ class Citations:
     kb_version: str = ""
     model_text: str | None = None
     blocked_tool_calls: list[dict] = field(default_factory=list)
+    withdrawn: list[dict] = field(default_factory=list)
+    extractive: bool = False
 
     @property
     def extra(self) -> dict[str, Any]:
@@ -125,6 +129,10 @@ class Citations:
             out["invalid_citations"] = self.invalid
         if self.blocked_tool_calls:
             out["blocked_tool_calls"] = self.blocked_tool_calls
+        if self.withdrawn:
+            out["withdrawn"] = self.withdrawn
+        if self.extractive:
+            out["extractive"] = True
         if self.abstained and self.model_text is not None:
             out["model_text"] = self.model_text  # what the model wrote before we abstained
         return out
@@ -140,6 +148,10 @@ class Citations:
             lines.append(f"[{c['n']}] {where} (chars {c['span'][0]}-{c['span'][1]}{page}){mark}: \"{c['snippet']}\"")
         if self.invalid:
             lines.append(f"(removed citations to nonexistent passages: {', '.join(f'[{n}]' for n in self.invalid)})")
+        if self.extractive:
+            lines.append("(quoted from the passages: the model's answer did not match them)")
+        elif self.withdrawn:
+            lines.append(f"({len(self.withdrawn)} unsupported sentence(s) of the model's answer withheld)")
         return "\n".join(lines)
 
 
@@ -171,11 +183,6 @@ def build_messages(messages: list[dict], hits: list[Hit]) -> list[dict]:
     history = [m for m in messages[:-1] if m["role"] != "system"]
     user = f"Passages:\n\n{format_passages(hits)}\n\nQuestion: {question}\nAnswer from the passages, citing them like [1]."
     return [{"role": "system", "content": SYSTEM_PROMPT}, *history, {"role": "user", "content": user}]
-
-
-def content_words(text: str) -> list[str]:
-    """Lower-cased, plural-folded words of ``text`` without stop words (for support and attribution)."""
-    return [s_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1]
 
 
 def says_not_found(text: str) -> bool:
@@ -221,49 +228,18 @@ def snippet(text: str, answer: str, width: int = 200) -> str:
     return best if len(best) <= width else best[: width - 1] + "…"
 
 
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,:]\d+)*(?!\w)")
 _NAME = re.compile(r"(?<!^)(?<![.?!:]\s)\b[A-Z][A-Za-z]+\b(?![-\d])")
 _TOKENS = re.compile(r"[\w+-]+")
 
 
-def unsupported_numbers(answer: str, hits: list[Hit]) -> list[str]:
-    """Numbers in the answer that occur in no passage (list markers such as ``1.`` at a line start are
-    ignored). Numbers are the facts small models most often make up ("$12.99"), and a grounded number must
-    be copied from a source."""
-    text = " ".join(h.chunk.text for h in hits)
-    answer = re.sub(r"(?m)^\s*\d+[.)]\s", " ", _CITE.sub(" ", answer))
-    found = set(_NUMBER.findall(text))
-    return [n for n in _NUMBER.findall(answer) if n not in found]
-
-
 def unknown_names(question: str, hits: list[Hit]) -> list[str]:
     """Capitalized words of the question (not sentence-initial) that no passage contains, e.g. "Tokyo" or
-    "Oven" in "What is the warranty on the Smart Oven?": the passages cannot be about what the question names."""
+    "Oven" in "What is the warranty on the Smart Oven?": the passages cannot be about what the question names.
+    Plurals and simple inflections fold ("Saturdays" matches "Saturday", "Refunds" matches "refund")."""
     text = " ".join(h.chunk.text for h in hits).lower()
     words = set(_TOKENS.findall(text)) | set(re.findall(r"[a-z]+", text))  # "Eco" matches "Eco+"
-    return [w for w in _NAME.findall(question.strip()) if w.lower() not in words]
-
-
-def support(answer: str, hits: list[Hit]) -> float:
-    """Share of the answer's content words that occur in the passages (1.0 for an answer with none)."""
-    words = content_words(_CITE.sub(" ", answer))
-    if not words:
-        return 1.0
-    vocab = set(content_words(" ".join(h.chunk.text for h in hits)))
-    return sum(w in vocab for w in words) / len(words)
-
-
-def attribute(answer: str, hits: list[Hit], question: str = "") -> int | None:
-    """1-based passage sharing the most content words with ``answer`` (ties: most shared with ``question``,
-    then retrieval rank); None when no passage shares any."""
-    words, qwords = set(content_words(answer)), set(content_words(question))
-    scored = []
-    for n, h in enumerate(hits, start=1):
-        cw = set(content_words(h.chunk.text))
-        scored.append((len(words & cw), len(qwords & cw), -n))
-    if not scored or max(scored)[0] == 0:
-        return None
-    return -max(scored)[2]
+    words |= {s_stem(w) for w in words}
+    return [w for w in _NAME.findall(question.strip()) if w.lower() not in words and s_stem(w.lower()) not in words]
 
 
 def last_user_text(messages: list[dict]) -> str:
@@ -275,7 +251,8 @@ def last_user_text(messages: list[dict]) -> str:
 
 def grounded_stream(llm, messages: Any, kb: Any, *, cot: bool = False, tools: list | None = None,
                     tool_choice: Any = "auto", opts: RagOptions | None = None, **params: Any) -> Iterator:
-    """Retrieve, generate and check; yields ``TextDelta``\\ s, one :class:`Citations`, then ``Done``.
+    """Retrieve, generate and check; yields :class:`Checking`, verified ``TextDelta``\\ s, one
+    :class:`Citations`, then ``Done`` (an abstention: its ``TextDelta``, ``Citations``, ``Done``).
 
     Args:
         llm: a :class:`phikit.LLM`.
@@ -301,6 +278,27 @@ def grounded_stream(llm, messages: Any, kb: Any, *, cot: bool = False, tools: li
     return _events(llm, msgs, question, base, cot, tools, tool_choice, opts, params)
 
 
+@dataclass(frozen=True)
+class Checking:
+    """Stream event: the answer is being written and checked against its sources; only verified sentences
+    follow (the CLI shows ``str()`` on stderr, the page a "checking sources" note)."""
+
+    passages: int
+
+    def __str__(self) -> str:
+        return "checking sources…"
+
+
+class _EitherCancel:
+    """Set when either the caller's cancel event or ours is set (we stop a reply that has drifted)."""
+
+    def __init__(self, outer):
+        self.outer, self.ours = outer, False
+
+    def is_set(self) -> bool:
+        return self.ours or bool(self.outer is not None and self.outer.is_set())
+
+
 def _events(llm, msgs, question, base, cot, tools, tool_choice, opts, params):
     hits = search(base, question, k=opts.k, mode=opts.mode)
     info = Citations(retrieved=[h.to_dict() for h in hits], kb_version=base.version)
@@ -310,26 +308,25 @@ def _events(llm, msgs, question, base, cot, tools, tool_choice, opts, params):
     if opts.check_names and unknown_names(question, hits):
         yield from _abstain(llm, base, question, hits, info, "unknown_name", opts)
         return
+    yield Checking(len(hits))
     extra = {"tools": tools, "tool_choice": tool_choice} if tools else {}
     # small models run on into a made-up next "Question:"; stop there
     stop = params.get("stop") or ()
-    params = {**params, "stop": ((stop,) if isinstance(stop, str) else tuple(stop)) + STOP}
+    cancel = _EitherCancel(params.get("cancel"))
+    params = {**params, "stop": ((stop,) if isinstance(stop, str) else tuple(stop)) + STOP, "cancel": cancel}
     events = llm.chat(build_messages(msgs, hits), stream=True, cot=cot, **extra, **params)
     guard = make_injection_guard(question, [h.chunk.text for h in hits])
-    done, buffer, passing = None, "", False
+    checker = _SentenceStream(question, hits, opts.min_support)
+    done = None
     try:
         for ev in events:
             if isinstance(ev, TextDelta):
-                if passing:
-                    yield ev
+                if cancel.ours:
                     continue
-                buffer += ev.text
-                if len(buffer) < 40 and not re.search(r"[.\n!?]", buffer):
-                    continue  # hold back the opening so an early "NOT FOUND" is never shown
-                if says_not_found(buffer) and not cot:
-                    break
-                passing = True
-                yield TextDelta(buffer)
+                for text in checker.feed(ev.text):
+                    yield TextDelta(text)
+                # the rest is not trusted: stop generating (CoT steps run on to their Answer: line)
+                cancel.ours = checker.drifted() and not cot
             elif isinstance(ev, Done):
                 done = ev
             elif isinstance(getattr(ev, "call", None), dict) and (why := guard(ev.call, msgs)):
@@ -340,44 +337,129 @@ def _events(llm, msgs, question, base, cot, tools, tool_choice, opts, params):
     finally:
         if hasattr(events, "close"):  # stop generation when we stop early
             events.close()
-    text = done.text if done else buffer
-    answer = text
-    if cot:
-        from ..cot import parse_cot
-
-        answer = parse_cot(text).answer or ""
-    info.model_text = text
-    if done is None or says_not_found(answer) or not answer.strip():
-        reason = "model"
-    else:
-        answer_clean, cites, invalid = check_citations(answer, hits)
-        info.invalid = invalid
-        if opts.min_support and (support(answer_clean, hits) < opts.min_support
-                                 or unsupported_numbers(answer_clean, hits)):
-            reason = "unsupported"
-        else:
-            if not cites and (n := attribute(answer_clean, hits, question)):
-                cites = [citation(n, hits[n - 1], answer_clean, inferred=True)]
-            info.citations = cites
-            final = text.replace(answer, answer_clean) if cot else answer_clean
-            if not passing:
-                yield TextDelta(buffer)
-            yield info
-            _log(llm, base, question, hits, info, final, opts)
-            yield dataclasses.replace(done, text=final)
-            return
+    for text in checker.flush():
+        yield TextDelta(text)
+    info.model_text = done.text if done else ""
+    info.withdrawn, info.invalid = checker.withdrawn, checker.invalid
+    finish = done.finish_reason if done else "stop"
+    if finish == "cancelled" and cancel.ours and not (cancel.outer is not None and cancel.outer.is_set()):
+        finish = "stop"  # we ended a reply that had drifted off its sources
     usage = done.usage if done else Usage()
-    yield from _abstain(llm, base, question, hits, info, reason, opts, streamed=passing, usage=usage, done=done)
+    answer = checker.text
+    if checker.kept:
+        info.citations = checker.citations()
+    else:
+        fallback = extractive_answer(question, checker.passages)
+        if fallback is None:
+            reason = "model" if says_not_found(info.model_text) or not info.model_text.strip() else "unsupported"
+            yield from _abstain(llm, base, question, hits, info, reason, opts, usage=usage, done=done, finish=finish)
+            return
+        answer, n = fallback
+        info.extractive = True
+        info.citations = [citation(n, hits[n - 1], answer)]
+        yield TextDelta(answer)
+    yield info
+    _log(llm, base, question, hits, info, answer, opts)
+    yield Done(finish_reason=finish, usage=usage, ttft_ms=done.ttft_ms if done else 0.0,
+               tokens_per_s=done.tokens_per_s if done else 0.0, text=answer)
+
+
+class _SentenceStream:
+    """Cut the model's text into sentences as it streams, check each against the passages
+    (:func:`.verify.check_sentence`) and release only the verified ones.
+
+    Sentences without content words ("Sure!") are held until a verified sentence follows them, so nothing
+    released is ever taken back.
+    """
+
+    def __init__(self, question: str, hits: list[Hit], min_support: float):
+        self.question, self.hits, self.min_support = question, hits, min_support
+        self.passages = [Passage(h.chunk.text, h.chunk.heading()) for h in hits]
+        self.pending = ""  # text of the sentence being written
+        self.held: list[str] = []  # content-free sentences waiting for a verified one
+        self.kept: list[SentenceCheck] = []
+        self.withdrawn: list[dict] = []
+        self.invalid: list[int] = []  # citation numbers that name no passage
+        self.text = ""  # everything released
+        self.failures = 0  # withdrawn sentences since the last verified one
+
+    def feed(self, delta: str) -> list[str]:
+        self.pending += delta
+        pieces = split_sentences(self.pending)
+        # the last piece may still grow (or be followed by its "[1]"): keep it pending until text follows
+        while len(pieces) > 1 and not re.search(r"[A-Za-z0-9]", _CITE.sub("", pieces[-1])):
+            pieces = pieces[:-1]
+        if len(pieces) < 2:
+            return []
+        cut = self.pending.rfind(pieces[-1])
+        done, self.pending = self.pending[:cut], self.pending[cut:]
+        return self._release(done)
+
+    def flush(self) -> list[str]:
+        done, self.pending = self.pending, ""
+        return self._release(done)
+
+    def drifted(self) -> bool:
+        """True once a sentence failed after a verified one, or three failed with none verified."""
+        return self.failures >= (1 if self.kept else 3)
+
+    def _release(self, text: str) -> list[str]:
+        out = []
+        for sentence in split_sentences(text):
+            if says_not_found(sentence):
+                verdict = SentenceCheck(sentence, None, "says the passages lack the answer")
+            else:
+                verdict = check_sentence(sentence, self.question, self.passages, min_support=self.min_support)
+            if verdict.passage is None and verdict.reason is None:
+                self.held.append(sentence)  # "Sure!": shown only in front of a verified sentence
+            elif verdict.passage is None:
+                self.failures += 1
+                self.withdrawn.append({"sentence": sentence, "reason": verdict.reason})
+            else:
+                out.append(self._show(sentence, verdict))
+        return out
+
+    def _show(self, sentence: str, verdict: SentenceCheck) -> str:
+        cleaned, _, invalid = check_citations(sentence, self.hits)
+        self.invalid += [n for n in invalid if n not in self.invalid]
+        shown = _mark(cleaned, verdict)
+        self.kept.append(dataclasses.replace(verdict, text=shown))
+        self.failures = 0
+        piece = " ".join([*self.held, shown])
+        self.held = []
+        sep = ("\n" if re.match(r"(?:[-*•]|\d+[.)])\s", piece) else " ") if self.text else ""
+        self.text += sep + piece
+        return sep + piece
+
+    def citations(self) -> list[dict]:
+        seen: dict[int, bool] = {}
+        for v in self.kept:
+            seen[v.passage] = seen.get(v.passage, False) or v.cited
+        return [citation(n, self.hits[n - 1], self.text, inferred=not cited) for n, cited in seen.items()]
+
+
+def _mark(sentence: str, verdict: SentenceCheck) -> str:
+    """The sentence with its citation markers naming only the passage that supports it."""
+    if not _CITE.search(sentence):
+        return sentence.strip()
+    if verdict.cited:
+        return re.sub(r"[ \t]+([.,;:!?])", r"\1", _CITE.sub(lambda m: _keep_valid(m, verdict.passage), sentence)).strip()
+    body, end = re.match(r"(.*?)([.!?]*)$", re.sub(r"\s*\[[^\]]*\]", "", sentence).strip(), re.S).groups()
+    return f"{body} [{verdict.passage}]{end}"  # cited the wrong passage: name the one that supports it
+
+
+def _keep_valid(m: re.Match, n: int) -> str:
+    nums = [int(x) for x in re.split(r"[,;]", m.group(1))]
+    return f"[{n}]" if n in nums else ""
 
 
 def _abstain(llm, kb: KnowledgeBase, question: str, hits: list[Hit], info: Citations, reason: str,
-             opts: RagOptions, *, streamed: bool = False, usage: Usage | None = None, done: Done | None = None):
+             opts: RagOptions, *, usage: Usage | None = None, done: Done | None = None, finish: str = "stop"):
     info.abstained, info.reason, info.citations = True, reason, []
-    # text already streamed cannot be unsaid: withdraw it explicitly
-    yield TextDelta((f"\n\n{WITHDRAWN} " if streamed else "") + opts.abstain_text)
+    yield TextDelta(opts.abstain_text)  # nothing was shown before: only verified text is ever released
     yield info
     _log(llm, kb, question, hits, info, opts.abstain_text, opts)
-    yield Done(finish_reason="stop", usage=usage or Usage(), ttft_ms=done.ttft_ms if done else 0.0,
+    yield Done(finish_reason=finish, usage=usage or Usage(), ttft_ms=done.ttft_ms if done else 0.0,
                tokens_per_s=done.tokens_per_s if done else 0.0, text=opts.abstain_text)
 
 

@@ -195,8 +195,11 @@ def load_pdf(path: Path) -> Document:
     Raises:
         UnreadableError: encrypted without an empty password, or no extractable text.
     """
+    import logging
+
     from pypdf import PdfReader
 
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # "EOF marker not found" etc.: we report failures ourselves
     reader = PdfReader(str(path))
     if reader.is_encrypted and not reader.decrypt(""):
         raise UnreadableError(f"{path}: the PDF is encrypted")

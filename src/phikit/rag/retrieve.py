@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import BadRequestError
 from .chunk import Chunk
-from .store import KnowledgeBase, bm25_tokenize, open_kb
+from .store import KnowledgeBase, open_kb
 
 RRF_K = 60
 MODES = ("hybrid", "dense", "bm25")
@@ -72,7 +72,7 @@ def search(kb, query: str, *, k: int = 5, mode: str = "hybrid", pool: int = 50) 
     if n == 0:
         return []
     pool = min(max(pool, k), n)
-    qvec = kb.embedder().embed([query])  # [1, dim]
+    qvec = kb.query_embedder().embed([query])  # [1, dim]
     dense_scores, dense_ids = _one_thread_search(kb.index, qvec, pool)  # [1, pool] each
     dense_rank = [int(i) for i in dense_ids[0] if i >= 0]
     bm25_rank, bm25_score = _bm25(kb, query, pool)
@@ -111,16 +111,13 @@ def _one_thread_search(index, qvec: np.ndarray, pool: int):
 
 
 def _bm25(kb: KnowledgeBase, query: str, pool: int) -> tuple[list[int], dict[int, float]]:
-    tokens = bm25_tokenize([query])
-    if not tokens.vocab or kb.bm25 is None:
+    index = kb.bm25
+    ids = index.term_ids(query) if index is not None else []
+    if not ids:
         return [], {}
-    # map the query's words onto the index vocabulary; words the corpus never saw are dropped
-    inv = {v: w for w, v in tokens.vocab.items()}
-    words = [[inv[t] for t in tokens.ids[0] if inv[t] in kb.bm25.vocab_dict]]
-    if not words[0]:
-        return [], {}
-    ids, scores = kb.bm25.retrieve(words, k=pool, show_progress=False, n_threads=1)
-    ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
+    scores = index.scores(ids)  # [num_docs]
+    top = np.argsort(-scores, kind="stable")[:pool]
+    ranked = [(int(i), float(scores[i])) for i in top if scores[i] > 0]
     return [i for i, _ in ranked], dict(ranked)
 
 

@@ -98,6 +98,41 @@ def bm25_tokenize(texts: list[str]):
     return bm25s.tokenize(texts, stopwords="en", stemmer=lambda words: [s_stem(w) for w in words], show_progress=False)
 
 
+class BM25Scores:
+    """Query side of a bm25s index, read from the files ``bm25s.BM25.save`` writes, without importing
+    bm25s (which imports scipy: over a second of a 2-core machine's start-up, for one query).
+
+    bm25s stores each term's precomputed BM25 score per document as a CSC matrix (``data``, ``indices``,
+    ``indptr``) and the vocabulary as ``{term: column}``; a query's scores are the sums of its terms'
+    columns, as ``bm25s.BM25.get_scores_from_ids`` computes them (the "lucene" method has no
+    non-occurrence term).
+    """
+
+    _SPLIT = re.compile(r"(?u)\b\w\w+\b")  # bm25s.tokenize's default token pattern
+
+    def __init__(self, folder: Path):
+        self.data = np.load(folder / "data.csc.index.npy", mmap_mode="r")
+        self.indices = np.load(folder / "indices.csc.index.npy", mmap_mode="r")
+        self.indptr = np.load(folder / "indptr.csc.index.npy", mmap_mode="r")
+        self.vocab: dict[str, int] = json.loads((folder / "vocab.index.json").read_text())
+        self.num_docs = int(json.loads((folder / "params.index.json").read_text())["num_docs"])
+
+    def term_ids(self, query: str) -> list[int]:
+        """Columns of the query's terms, lower-cased and plural-folded as indexed (repeats kept, as bm25s
+        keeps them). Terms the corpus never had drop out, and so do stop words: indexing removed them
+        before folding, so none is in the vocabulary."""
+        terms = [s_stem(w) for w in self._SPLIT.findall(query.lower())]
+        return [self.vocab[t] for t in terms if t in self.vocab]
+
+    def scores(self, term_ids: list[int]) -> np.ndarray:
+        """``[num_docs]`` float32 BM25 scores."""
+        out = np.zeros(self.num_docs, dtype=np.float32)
+        for t in term_ids:
+            start, end = int(self.indptr[t]), int(self.indptr[t + 1])
+            np.add.at(out, self.indices[start:end], self.data[start:end])
+        return out
+
+
 @dataclass
 class DocEntry:
     path: str
@@ -126,20 +161,34 @@ class AddReport:
         return bool(self.added or self.replaced or self.removed)
 
 
+def require_paths(paths: list[str | Path]) -> None:
+    """Fail before anything is written when a path to add does not exist.
+
+    Raises:
+        BadRequestError: names the first missing path.
+    """
+    if not paths:
+        raise BadRequestError("no files or folders to add")
+    for p in paths:
+        if not Path(p).expanduser().exists():
+            raise BadRequestError(f"no such file or folder: {p}")
+
+
 def expand_paths(paths: list[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files under ``paths`` (folders recursively, hidden entries skipped) with a supported suffix.
 
     Returns:
-        ``(files, problems)`` where problems are ``(path, reason)`` for missing paths and unsupported files
-        named explicitly.
+        ``(files, problems)`` where problems are ``(path, reason)`` for unsupported files (named or found
+        in a folder) and missing paths.
     """
     files, problems = [], []
     for p in map(Path, paths):
         if p.is_dir():
             for f in sorted(p.rglob("*")):
                 rel = f.relative_to(p).parts
-                if f.is_file() and supported(f) and not any(part.startswith(".") for part in rel):
-                    files.append(f)
+                if not f.is_file() or any(part.startswith(".") for part in rel):
+                    continue
+                (files.append(f) if supported(f) else problems.append((str(f), f"unsupported file type {f.suffix!r}")))
         elif p.is_file():
             (files.append(p) if supported(p) else problems.append((str(p), f"unsupported file type {p.suffix!r}")))
         else:
@@ -261,19 +310,23 @@ class KnowledgeBase:
         return self._index
 
     @property
-    def bm25(self):
-        """The bm25s retriever (loaded lazily), or None for an empty KB."""
+    def bm25(self) -> BM25Scores | None:
+        """The BM25 index (loaded lazily, memory-mapped), or None for an empty KB."""
         if self._bm25 is None and self.chunks:
-            import bm25s
-
-            self._bm25 = bm25s.BM25.load(str(self.version_dir / "bm25"), show_progress=False)
+            self._bm25 = BM25Scores(self.version_dir / "bm25")
         return self._bm25
 
     def embedder(self):
+        """The sentence-transformers embedder of this KB (torch), for documents."""
         from .embed import load_embedder
 
-        name = self.manifest["embedding"]["model"]
-        return load_embedder(name)
+        return load_embedder(self.manifest["embedding"]["model"])
+
+    def query_embedder(self):
+        """The embedder for queries: its ONNX export when there is one (no torch import)."""
+        from .onnx_embed import load_query_embedder
+
+        return load_query_embedder(self.manifest["embedding"]["model"])
 
     # ---- writing --------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -286,13 +339,21 @@ class KnowledgeBase:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise PhikitError(f"{self.root} is being changed by another process; try again when it ends") from None
-            for stale in (self.root / "versions").glob(".tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-            for stale in (self.root / "docs").glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
+            self._clear_leftovers()
             if (self.root / "CURRENT").exists():
                 self._load((self.root / "CURRENT").read_text().strip())
-            yield
+            try:
+                yield
+            except BaseException:  # Ctrl-C or an error mid-write: leave no half-written version or blob
+                self._clear_leftovers()
+                self._drop_unused_blobs({v["version"] for v in self.versions()})
+                raise
+
+    def _clear_leftovers(self) -> None:
+        for stale in (self.root / "versions").glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale in (self.root / "docs").glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
 
     def _next_version(self) -> str:
         numbers = [int(p.name[1:7]) for p in (self.root / "versions").glob("v[0-9]*") if p.name[1:7].isdigit()]
@@ -354,6 +415,10 @@ class KnowledgeBase:
         for v in versions:
             if v["version"] not in kept:
                 shutil.rmtree(self.root / "versions" / v["version"], ignore_errors=True)
+        self._drop_unused_blobs(kept)
+
+    def _drop_unused_blobs(self, kept: set[str]) -> None:
+        """Delete document blobs that none of the ``kept`` versions uses."""
         used = set()
         for v in kept:
             with contextlib.suppress(OSError, json.JSONDecodeError):
@@ -380,6 +445,7 @@ class KnowledgeBase:
         from tqdm.auto import tqdm
 
         t0 = time.perf_counter()
+        require_paths(paths)
         files, problems = expand_paths(paths)
         report = AddReport(skipped=list(problems))
         with self._writing():
@@ -402,13 +468,18 @@ class KnowledgeBase:
             if not todo:
                 report.seconds = time.perf_counter() - t0
                 return report
+            bar = tqdm(total=len(todo), desc="kb add (loading the embedding model)", unit="file",
+                       disable=not progress, leave=False)
             emb = self.embedder()
             from .embed import load_tokenizer
+            from .onnx_embed import export_onnx
+
+            export_onnx(emb)  # torch is loaded now: make later queries torch-free (once per model)
 
             tok = load_tokenizer(self.manifest["embedding"]["model"])
             settings = ChunkSettings(**self.manifest["chunker"]["settings"])
             docs = dict(by_path)
-            bar = tqdm(total=len(todo), desc="kb add", unit="file", disable=not progress, leave=False)
+            bar.set_description("kb add")
             for f, sha, old in todo:
                 bar.set_postfix_str(f.name[-30:])
                 try:

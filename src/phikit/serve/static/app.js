@@ -134,6 +134,10 @@ function renderToolCall(msg, call, result) {
 
 function renderEvent(msg, ev) {
   const type = ev.type || "";
+  if (type === "Checking") {  // a grounded answer: only sentences checked against the sources will follow
+    if (!msg.querySelector(".checking")) msg.append(el("div", "note checking", "checking sources…"));
+    return;
+  }
   if (type === "Citations") return renderCitations(msg, ev);
   if (/call/i.test(type) && ev.call) return renderToolCall(msg, ev.call);
   if (/result/i.test(type)) {
@@ -146,6 +150,7 @@ function renderEvent(msg, ev) {
 }
 
 function renderCitations(msg, info) {
+  msg.querySelector(".checking")?.remove();
   const old = msg.querySelector(".citations");
   if (old) old.remove();
   const cites = info.citations || [];
@@ -168,6 +173,7 @@ function renderCitations(msg, info) {
 }
 
 function finishMessage(msg, extras, usage) {
+  msg.querySelector(".checking")?.remove();
   const body = msg.querySelector(".body");
   if (extras.reasoning && $("cot").checked) {
     const fold = el("details", "reasoning");
