@@ -147,6 +147,10 @@ class FastEngine(LocalEngine):
         return sum(_nbytes(t) for t in [*self.model.parameters(), *self.model.buffers()])
 
     def encode(self, text: str) -> list[int]:
+        # data: special-token markers in message text stay ordinary tokens (LocalEngine.encode_prompt)
+        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+
+    def encode_special(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def decode(self, ids: Sequence[int]) -> str:
