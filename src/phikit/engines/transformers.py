@@ -7,7 +7,6 @@ LoRA training and adapters use.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..cache import cache_root, cached_sha256, file_sha256  # noqa: F401 (file_sha256 re-exported)
 from ..errors import BadRequestError, PhikitError
 from ..models import ModelRef, local_snapshot
 from .base import SamplingParams
@@ -29,20 +29,6 @@ PRECISIONS = ("auto", "nf4", "bf16", "fp32")
 def note(message: str) -> None:
     """One-line notice on stderr (loading choices the user should know about)."""
     print(f"note: {message}", file=sys.stderr)
-
-
-def cache_root() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(os.environ.get("PHIKIT_CACHE") or user_cache_dir("phikit"))
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def pick_precision(precision: str, device: str, fmt: str) -> str:
@@ -101,7 +87,7 @@ def gguf_to_checkpoint(gguf: Path) -> Path:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target = cache_root() / "gguf" / file_sha256(gguf)[:24]
+    target = cache_root() / "gguf" / cached_sha256(gguf)[:24]
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

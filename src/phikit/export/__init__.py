@@ -1,0 +1,1 @@
+"""Writing model files in other formats (``phikit.export.gguf``: requantize a GGUF file)."""
