@@ -60,6 +60,13 @@ def load_qa(path: str | Path) -> list[dict]:
     return items
 
 
+def uncited_numbers(answer: str, cited: list[str]) -> list[str]:
+    """Quantities of ``answer`` (numbers with their units, :func:`.verify.quantities`) that none of the
+    ``cited`` passage texts contains."""
+    passages = [Passage(t) for t in cited]
+    return [f"{v} {u}".strip() for v, u in quantities(answer) if not any(p.has_quantity((v, u)) for p in passages)]
+
+
 def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text.lower().replace(",", "")).strip()
 
@@ -118,7 +125,6 @@ def evaluate(items: list[dict], kb: Any, llm=None, *, k: int = 4, max_new_tokens
                            provenance=False, **rag)
             cites = res.extra.get("citations", [])
             answer = _norm(res.text)
-            cited = [Passage(by_id[c["id"]].text) for c in cites if c["id"] in by_id]
             row.update(
                 answer=res.text, seconds=round(time.perf_counter() - t0, 2), abstained=res.extra.get("abstained", False),
                 abstain_reason=res.extra.get("abstain_reason"),
@@ -128,7 +134,7 @@ def evaluate(items: list[dict], kb: Any, llm=None, *, k: int = 4, max_new_tokens
                 cited_ids=[c["id"] for c in cites],
                 extractive=res.extra.get("extractive", False), withdrawn=len(res.extra.get("withdrawn", [])),
                 uncited_numbers=[] if res.extra.get("abstained") else
-                [f"{v} {u}".strip() for v, u in quantities(res.text) if not any(p.has_quantity((v, u)) for p in cited)],
+                uncited_numbers(res.text, [by_id[c["id"]].text for c in cites if c["id"] in by_id]),
             )
         rows.append(row)
     return summarize(rows, k=k, with_answers=llm is not None, model=getattr(llm, "model", None), kb=base)

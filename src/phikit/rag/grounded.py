@@ -27,7 +27,15 @@ from . import DEFAULT_ABSTAIN_TEXT
 from .guard import make_injection_guard
 from .retrieve import Hit, search
 from .store import KnowledgeBase, now_iso, open_kb, s_stem
-from .verify import Passage, SentenceCheck, check_sentence, content_words, extractive_answer, split_sentences
+from .verify import (
+    Passage,
+    SentenceCheck,
+    answers,
+    check_sentence,
+    content_words,
+    extractive_answer,
+    split_sentences,
+)
 
 # Calibrated on examples/support-bot/qa.jsonl (bench/rag_calibrate.py): the best hit's cosine below this
 # means "nothing relevant"; see docs/bench-rag.md.
@@ -368,16 +376,18 @@ class _SentenceStream:
     """Cut the model's text into sentences as it streams, check each against the passages
     (:func:`.verify.check_sentence`) and release only the verified ones.
 
-    Sentences without content words ("Sure!") are held until a verified sentence follows them, so nothing
-    released is ever taken back.
+    Until a verified sentence answers the question (:func:`.verify.answers`: it is not a restatement of
+    the question, and it states a quantity when the question asks "how long", "how much", ...), verified
+    sentences and sentences without content ("Sure!") are held; once one answers, they are released in
+    front of it. So nothing released is ever taken back, and a reply that never answers is replaced whole.
     """
 
     def __init__(self, question: str, hits: list[Hit], min_support: float):
         self.question, self.hits, self.min_support = question, hits, min_support
         self.passages = [Passage(h.chunk.text, h.chunk.heading()) for h in hits]
         self.pending = ""  # text of the sentence being written
-        self.held: list[str] = []  # content-free sentences waiting for a verified one
-        self.kept: list[SentenceCheck] = []
+        self.held: list[SentenceCheck] = []  # sentences waiting for one that answers
+        self.kept: list[SentenceCheck] = []  # released
         self.withdrawn: list[dict] = []
         self.invalid: list[int] = []  # citation numbers that name no passage
         self.text = ""  # everything released
@@ -410,23 +420,28 @@ class _SentenceStream:
                 verdict = SentenceCheck(sentence, None, "says the passages lack the answer")
             else:
                 verdict = check_sentence(sentence, self.question, self.passages, min_support=self.min_support)
-            if verdict.passage is None and verdict.reason is None:
-                self.held.append(sentence)  # "Sure!": shown only in front of a verified sentence
-            elif verdict.passage is None:
+            if verdict.passage is None and verdict.reason is not None:
                 self.failures += 1
                 self.withdrawn.append({"sentence": sentence, "reason": verdict.reason})
+            elif verdict.passage is None or not (self.kept or answers(sentence, self.question)):
+                self.held.append(verdict)
             else:
-                out.append(self._show(sentence, verdict))
+                out.append(self._show([*self.held, verdict]))
+                self.held = []
         return out
 
-    def _show(self, sentence: str, verdict: SentenceCheck) -> str:
-        cleaned, _, invalid = check_citations(sentence, self.hits)
-        self.invalid += [n for n in invalid if n not in self.invalid]
-        shown = _mark(cleaned, verdict)
-        self.kept.append(dataclasses.replace(verdict, text=shown))
+    def _show(self, verdicts: list[SentenceCheck]) -> str:
+        pieces = []
+        for v in verdicts:
+            if v.passage is None:  # "Sure!"
+                pieces.append(v.text.strip())
+                continue
+            cleaned, _, invalid = check_citations(v.text, self.hits)
+            self.invalid += [n for n in invalid if n not in self.invalid]
+            pieces.append(_mark(cleaned, v))
+            self.kept.append(dataclasses.replace(v, text=pieces[-1]))
         self.failures = 0
-        piece = " ".join([*self.held, shown])
-        self.held = []
+        piece = " ".join(pieces)
         sep = ("\n" if re.match(r"(?:[-*•]|\d+[.)])\s", piece) else " ") if self.text else ""
         self.text += sep + piece
         return sep + piece

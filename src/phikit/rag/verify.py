@@ -159,17 +159,25 @@ class Passage:
         value, unit = q
         return any(v == value and (u == unit or not unit or not u) for v, u in self._qs)
 
-    def contradiction(self, q: tuple[str, str], subject: list[str]) -> str | None:
-        """A passage sentence about ``subject`` stating another value with the same unit, or None."""
+    def contradiction(self, q: tuple[str, str], subject: list[str], topics: set[str]) -> str | None:
+        """The passage sentence that best matches what is asked (the subject's names count most, then the
+        question's topic words) among those stating a quantity with ``q``'s unit, when it gives another
+        value; else None. "Thermo T3 thermostat: 3 years" answers the Thermo T3's warranty, so "1 year"
+        contradicts it although "1 year" is in the passage (for the Glow Bulb)."""
         value, unit = q
-        if not unit or not subject:
+        if not unit:
             return None
-        about = [(s, qs) for s, toks, qs in self.sentences if any(_mentions(toks, n) for n in subject)]
-        for s, qs in about:
-            same_unit = [v for v, u in qs if u == unit]
-            if same_unit and value not in same_unit and not any(v == value for v, _ in qs):
-                return s
-        return None
+        scored = []
+        for s, toks, qs in self.sentences:
+            values = {v for v, u in qs if u == unit}
+            if values:
+                score = 2 * sum(_mentions(toks, n) for n in subject) + len(topics & toks)
+                scored.append((score, value in values or any(v == value for v, _ in qs), s))
+        if not scored:
+            return None
+        best = max(score for score, _, _ in scored)
+        top = [(has, s) for score, has, s in scored if score == best]
+        return None if best == 0 or any(has for has, _ in top) else top[0][1]
 
 
 @dataclass
@@ -210,7 +218,7 @@ def _problem(body: str, question: str, p: Passage, min_support: float) -> str | 
     topics = topic_words(question)
     for q in quantities(body):
         shown = f"{q[0]}{' ' + q[1] if q[1] else ''}"
-        if (bad := p.contradiction(q, subject)) is not None:
+        if (bad := p.contradiction(q, subject, topics)) is not None:
             return f"contradicts the passage: {shown} vs \"{bad[:80]}\""
         if not p.has_quantity(q):
             return f"{shown} is not in the passage"
@@ -228,6 +236,28 @@ def _problem(body: str, question: str, p: Passage, min_support: float) -> str | 
     return None
 
 
+_ASKS_QUANTITY = re.compile(
+    r"^\s*(?:how (?:many|much|long|far|quickly|soon|often|old)|(?:until )?when|by when|within how)\b"
+    r"|\b(?:price|cost|fee|discount|age|voltage|percentage|how many|how much|how long)\b", re.I)
+_FILLER = frozenset(["question", "answer", "passage", "passages", "following", "information", "ask", "asked",
+                     "according", "provided", "mentioned"])
+
+
+def asks_quantity(question: str) -> bool:
+    """The question asks for a number, price, duration or date ("How long ...", "What fee ...")."""
+    return bool(_ASKS_QUANTITY.search(question))
+
+
+def answers(sentence: str, question: str) -> bool:
+    """The sentence could be an answer: it says something the question did not (not "It is a question
+    about how many days ..."), and it states a quantity when the question asks for one."""
+    has_quantity = bool(quantities(sentence))
+    if asks_quantity(question) and not has_quantity:
+        return False
+    asked = set(content_words(question)) | _FILLER
+    return has_quantity or any(w not in asked for w in content_words(_CITE.sub(" ", sentence)))
+
+
 def extractive_answer(question: str, passages: list[Passage], *, top: int = 2, max_sentences: int = 2
                       ) -> tuple[str, int] | None:
     """The sentences of one of the ``top`` passages that best match the question, as a quote, with the
@@ -242,6 +272,8 @@ def extractive_answer(question: str, passages: list[Passage], *, top: int = 2, m
         for i, (s, toks, _) in enumerate(p.sentences):
             ctx = toks | head
             if not topics & ctx or not _covers(topics, ctx) or not all(_mentions(ctx, q) for q in qnames):
+                continue
+            if not answers(s, question):
                 continue
             scored.append((len(topics & ctx) + 0.1 * len(topics & toks) - 0.001 * len(s), i, s))
         if not scored:
