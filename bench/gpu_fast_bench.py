@@ -93,17 +93,94 @@ def peak_extra_gb(fn) -> float:
 
 
 def equality(hf, model, graphs, lengths: list[int], new: int = 32) -> dict:
-    """Greedy tokens of the fast path vs transformers' generate, same weights, one prompt at a time."""
+    """Greedy tokens of the fast path vs transformers' generate, same weights, one prompt at a time.
+
+    Each row also has the prefill logits' relative difference and the reference's top-1/top-2 margin: with
+    random weights the margins are small, so bf16 rounding differences (kernel summation order) can flip a
+    greedy pick; an implementation error shows as a large relative difference instead.
+    """
     rows = []
     for i, n in enumerate(lengths):
         ids = prompts(1, n, seed=1000 + i)
-        ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
-                          do_sample=False, pad_token_id=0, eos_token_id=None)[0, n:].tolist()
+        with torch.no_grad():
+            ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
+                              do_sample=False, pad_token_id=0)[0, n:].tolist()
+            ref_logits = hf(ids, logits_to_keep=1).logits[0, -1].float()
+        model.setup_caches(1, gen.bucket(n + new))
+        fast_logits = gen.prefill(model, ids, torch.arange(n, device=DEV))[0]
         out = gen.generate(model, graphs, ids, new)[0].tolist()
         first = next((j for j, (a, b) in enumerate(zip(ref, out)) if a != b), new)
-        rows.append({"prompt_tokens": n, "equal_tokens_prefix": first, "same": first == new})
-    return {"prompts": len(rows), "all_32_equal": sum(r["same"] for r in rows),
-            "mean_equal_prefix": round(statistics.mean(r["equal_tokens_prefix"] for r in rows), 1), "rows": rows}
+        top2 = ref_logits.topk(2).values
+        rows.append({"prompt_tokens": n, "equal_tokens_prefix": first, "same": first == new,
+                     "prefill_logits_rel_diff": float((fast_logits - ref_logits).norm() / ref_logits.norm()),
+                     "ref_top2_margin": float(top2[0] - top2[1]), "ref_logits_std": float(ref_logits.std())})
+    return {"prompts": len(rows), "all_equal": sum(r["same"] for r in rows), "tokens": new,
+            "mean_equal_prefix": round(statistics.mean(r["equal_tokens_prefix"] for r in rows), 1),
+            "median_prefill_rel_diff": statistics.median(r["prefill_logits_rel_diff"] for r in rows),
+            "median_ref_top2_margin": statistics.median(r["ref_top2_margin"] for r in rows), "rows": rows}
+
+
+def step_profile(model) -> dict:
+    """Where a batch-1 step's time goes: graph-replay time per step with each decode attention, and GPU time
+    by kernel for an eager step (the profiler does not see inside graphs). Kernel time near the graph step time
+    means the kernels themselves bound the step; far below it means launch gaps do."""
+    from phikit.engines.fast import model as model_mod
+
+    out, kv_len, ids = {}, gen.bucket(PROMPT_LEN + NEW_TOKENS), prompts(1)
+    tok = torch.zeros(1, 1, dtype=torch.long, device=DEV)
+    model.setup_caches(1, kv_len)
+    for impl in ("sdpa", "matmul"):
+        model_mod.DECODE_ATTENTION = impl
+        graphs = gen.DecodeGraphs(model)
+        with torch.inference_mode():
+            gen.prefill(model, ids, torch.arange(PROMPT_LEN, device=DEV))
+            graphs.step(tok, PROMPT_LEN, kv_len)
+            sync()
+            t0 = time.perf_counter()
+            for i in range(200):
+                graphs.step(tok, PROMPT_LEN + i % NEW_TOKENS, kv_len)
+            sync()
+        out[f"graph_step_ms_{impl}"] = round((time.perf_counter() - t0) / 200 * 1000, 3)
+        del graphs
+    model_mod.DECODE_ATTENTION = "sdpa"
+    if DEV != "cuda":
+        return out
+    eager = gen.DecodeGraphs(model, enabled=False)
+    with torch.inference_mode():
+        for _ in range(3):
+            eager.step(tok, PROMPT_LEN, kv_len)
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(10):
+            eager.step(tok, PROMPT_LEN, kv_len)
+        sync()
+        out["eager_step_ms"] = round((time.perf_counter() - t0) / 10 * 1000, 3)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                eager.step(tok, PROMPT_LEN, kv_len)
+            sync()
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    t = lambda e: getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)  # noqa: E731 (us)
+    out["kernel_ms_per_step"] = round(sum(t(e) for e in kernels) / 5 / 1000, 3)
+    out["kernels_per_step"] = sum(e.count for e in kernels) // 5
+    out["top_kernels"] = [{"kernel": e.key[:100], "ms_per_step": round(t(e) / 5 / 1000, 3), "per_step": e.count // 5}
+                          for e in sorted(kernels, key=t, reverse=True)[:14]]
+    return out
+
+
+def equality_fp32(hf, cfg, lengths: list[int]) -> dict:
+    """The same check in fp32 (same weights, upcast): rounding noise ~1e-6, so greedy tokens should agree."""
+    from transformers import Phi3ForCausalLM
+
+    with torch.device(DEV):
+        hf32 = Phi3ForCausalLM(cfg).eval()
+    hf32.load_state_dict(hf.state_dict())
+    hf32.generation_config.eos_token_id = None
+    with torch.no_grad():
+        model = build(cfg, hf32.state_dict(), DEV, torch.float32)
+    out = equality(hf32, model, gen.DecodeGraphs(model), lengths)
+    drop_caches(model)
+    return out
 
 
 def cost_per_1000(row: dict, batch: int, price: float) -> float:
@@ -265,10 +342,14 @@ def main() -> None:
         n = args.equality_prompts
         lengths = [int(x) for x in torch.linspace(64, 4000, n - n * 3 // 10).tolist()] + \
                   [int(x) for x in torch.linspace(4200, 6000, n * 3 // 10).tolist()]
+        report["step_profile"] = attempt(report, "step profile, batch 1, bf16", lambda: step_profile(model))
         report["equality_bf16"] = attempt(report, "equality vs HF generate, bf16, 32 tokens",
                                           lambda: equality(hf, model, gen.DecodeGraphs(model), lengths))
         drop_caches(model)
         del model
+        report["equality_fp32"] = attempt(report, "equality vs HF generate, fp32, 32 tokens",
+                                          lambda: equality_fp32(hf, cfg, [100, 1500, 3000, 4000, 4500, 5500]))
+        gc.collect()
     if "engine" in paths:
         report["engine"] = attempt(report, "engine: load to first token, events", engine_run)
     for precision in ("int4", "nf4"):

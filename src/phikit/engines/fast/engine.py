@@ -168,15 +168,19 @@ class FastEngine(LocalEngine):
             generator = None
             if params.seed is not None and not params.greedy:
                 generator = torch.Generator(device=dev).manual_seed(params.seed)
-            logits = prefill(self.model, torch.tensor([prompt_ids], device=dev), torch.arange(t, device=dev))[0]
             seen = list(prompt_ids)
-            cur = torch.zeros(1, 1, dtype=torch.long, device=dev)
+            # inference mode per block, never across a yield (it is thread state the caller would inherit)
+            with torch.inference_mode():
+                logits = prefill(self.model, torch.tensor([prompt_ids], device=dev), torch.arange(t, device=dev))[0]
+                cur = torch.zeros(1, 1, dtype=torch.long, device=dev)
             for pos in range(t, kv_len):
-                tok = sample(logits, seen, params, generator)
+                with torch.inference_mode():
+                    tok = sample(logits, seen, params, generator)
                 yield tok
                 seen.append(tok)
-                cur.fill_(tok)
-                logits = self.graphs.step(cur, pos, kv_len)[0]
+                with torch.inference_mode():
+                    cur.fill_(tok)
+                    logits = self.graphs.step(cur, pos, kv_len)[0]
 
 
 def load_safetensors(path: Path, device: str) -> dict[str, torch.Tensor]:

@@ -67,7 +67,7 @@ def uncompile_ops() -> None:
 
 
 class DecodeGraphs:
-    """``decode_one_token`` captured in one CUDA graph per (batch, cache length), sharing one memory pool.
+    """``decode_one_token`` captured in one CUDA graph per (batch, cache length).
 
     On CPU (or with ``enabled=False``) :meth:`step` simply calls :func:`decode_one_token`, so the loop's logic
     is the same everywhere and testable without a GPU.
@@ -78,7 +78,6 @@ class DecodeGraphs:
         self.enabled = enabled and model.device.type == "cuda"
         self.graphs: dict[tuple[int, int], tuple] = {}
         self.version = model.cache_version
-        self.pool = None
 
     def step(self, tokens: torch.Tensor, pos: int, kv_len: int) -> torch.Tensor:
         """One decode step. tokens: [B, 1] (on the model's device) -> logits [B, V] (fp32).
@@ -94,9 +93,10 @@ class DecodeGraphs:
         if key not in self.graphs:
             self.graphs[key] = self.capture(*key)
         graph, tok, input_pos, logits = self.graphs[key]
-        tok.copy_(tokens)
-        input_pos.fill_(pos)
-        graph.replay()
+        with torch.inference_mode():  # the static buffers are inference tensors
+            tok.copy_(tokens)
+            input_pos.fill_(pos)
+            graph.replay()
         return logits
 
     @torch.inference_mode()
@@ -112,9 +112,8 @@ class DecodeGraphs:
             for _ in range(2):
                 decode_one_token(self.model, tok, input_pos, kv_len)
         torch.cuda.current_stream().wait_stream(stream)
-        self.pool = self.pool or torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        graph = torch.cuda.CUDAGraph()  # its own memory pool: a shared one outlived by its graphs trips an assert
+        with torch.cuda.graph(graph):
             logits = decode_one_token(self.model, tok, input_pos, kv_len)
         return graph, tok, input_pos, logits
 

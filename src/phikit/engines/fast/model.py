@@ -146,6 +146,7 @@ class Ops:
 
 EAGER = Ops()
 STEP = Ops()
+DECODE_ATTENTION = "sdpa"  # or "matmul"; the one-token step's attention (bench/gpu_fast_bench.py times both)
 
 
 class RMSNorm(nn.Module):
@@ -190,8 +191,12 @@ class Attention(nn.Module):
             # GQA without copying the cache: the `rep` query heads that share a KV head become its query rows.
             qg = q.reshape(b, a.n_kv_head, rep * t, a.head_dim)
             kv_len = mask.shape[-1]
-            y = F.scaled_dot_product_attention(qg, self.k_cache[:b, :, :kv_len], self.v_cache[:b, :, :kv_len],
-                                               attn_mask=mask)
+            k, v = self.k_cache[:b, :, :kv_len], self.v_cache[:b, :, :kv_len]
+            if DECODE_ATTENTION == "sdpa":
+                y = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask)
+            else:  # "matmul": two batched matmuls and a softmax (fp32), as transformers' eager attention
+                w = torch.softmax((qg @ k.transpose(-1, -2)) * a.head_dim ** -0.5 + mask, dim=-1, dtype=torch.float32)
+                y = w.to(v.dtype) @ v
             y = y.view(b, a.n_head, t, a.head_dim)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, nq))
 
