@@ -81,6 +81,7 @@ class OpenAIEngine:
     chat_template = None  # the server applies its own template
     max_concurrency = 16  # requests phikit serve sends at once; the remote server batches them (httpx is thread-safe)
     eos_ids: frozenset[int] = frozenset()
+    guides_remotely = True  # tool_choice / response_format are forwarded, the server constrains decoding
 
     def __init__(self, model: Any = None, *, base_url: str | None = None, api_key: str | None = None,
                  timeout: float = 600.0, context_length: int | None = None):
@@ -123,15 +124,17 @@ class OpenAIEngine:
         """An estimate (4 characters per token, OpenAI's rule of thumb): the tokenizer lives on the server."""
         return max(1, len(text) // 4)
 
-    def request_body(self, messages: list[dict], params: SamplingParams, tools: list[dict] | None) -> dict:
-        """The Chat Completions body for ``messages`` and ``params``.
+    def request_body(self, messages: list[dict], params: SamplingParams, tools: list[dict] | None,
+                     guided: dict | None = None) -> dict:
+        """The Chat Completions body for ``messages`` and ``params``; ``guided`` adds ``tool_choice`` and
+        ``response_format`` (the server constrains decoding on its side, as vLLM and llama.cpp's server do).
 
         Raises:
-            BadRequestError: logits processors (grammar constraints), which only run in-process.
+            BadRequestError: in-process logits processors, which cannot travel to a server.
         """
         if params.logits_processors:
-            raise BadRequestError("constrained decoding (tool_choice=required, response_format) runs in-process; "
-                                  "the openai backend cannot apply it: use tool_choice='auto' or a local backend")
+            raise BadRequestError("in-process logits processors cannot run on the openai backend; pass "
+                                  "tool_choice or response_format instead, which the server applies")
         body: dict[str, Any] = {
             "model": self.model_name,
             "messages": [{k: v for k, v in m.items() if k != "tools"} for m in messages],
@@ -151,10 +154,30 @@ class OpenAIEngine:
             body["repetition_penalty"] = params.repetition_penalty
         if tools := openai_tools(tools):
             body["tools"] = tools
+        guided = guided or {}
+        if tools and guided.get("tool_choice"):
+            body["tool_choice"] = guided["tool_choice"]
+        if guided.get("response_format"):
+            body["response_format"] = guided["response_format"]
         return body
 
-    def generate(self, messages: Any, params: SamplingParams, *, tools: list[dict] | None = None) -> Iterator[Event]:
+    @staticmethod
+    def schema_fallback(body: dict, call_schema: dict) -> dict:
+        """The same request for a server that cannot force a tool call (llama.cpp's server answers 500 to
+        ``tool_choice: "required"``): no tools field, the reply constrained to the call list's JSON schema."""
+        out = {k: v for k, v in body.items() if k not in ("tools", "tool_choice")}
+        out["response_format"] = {"type": "json_schema", "json_schema": {"name": "tool_calls", "schema": call_schema}}
+        return out
+
+    def generate(self, messages: Any, params: SamplingParams, *, tools: list[dict] | None = None,
+                 guided: dict | None = None) -> Iterator[Event]:
         """Stream the server's reply: :class:`TextDelta` events, then one :class:`Done`.
+
+        Args:
+            guided: ``tool_choice`` / ``response_format`` / ``call_schema`` from
+                :func:`phikit.tools.chat.remote_guidance`. When the server refuses a forced ``tool_choice``,
+                or answers without a call, the request is sent once more constrained by ``call_schema``
+                through ``response_format``, and the JSON reply is read as the calls.
 
         Raises:
             BadRequestError: the server rejected the request (4xx), with its message.
@@ -162,10 +185,44 @@ class OpenAIEngine:
         """
         from ..prompt import normalize_messages
 
-        body = self.request_body(normalize_messages(messages), params, tools)
-        return self._stream(body, params)
+        body = self.request_body(normalize_messages(messages), params, tools, guided)
+        if guided and guided.get("call_schema") and "tool_choice" in body:
+            return self._forced(body, self.schema_fallback(body, guided["call_schema"]), params)
+        return self._stream_format(body, params)
 
-    def _stream(self, body: dict, params: SamplingParams) -> Iterator[Event]:
+    def _forced(self, body: dict, fallback: dict, params: SamplingParams) -> Iterator[Event]:
+        """A forced tool call: if the server refuses ``tool_choice`` or answers without a call (llama.cpp's
+        server does both, by version), ask again constrained to the call list's JSON schema."""
+        try:
+            events = list(self._stream(body, params))
+            if events and events[-1].text.lstrip().startswith("functools"):
+                yield from events
+                return
+        except PhikitError:
+            pass
+        yield from self._stream_format(fallback, params, as_calls=True)
+
+    def _stream_format(self, body: dict, params: SamplingParams, as_calls: bool = False) -> Iterator[Event]:
+        """:meth:`_stream`, resent once in llama-cpp-python's ``{"type": "json_object", "schema": ...}`` form
+        when the server refuses OpenAI's ``json_schema`` response format before answering."""
+        rf = body.get("response_format") or {}
+        if rf.get("type") != "json_schema":
+            yield from self._stream(body, params, as_calls)
+            return
+        events = self._stream(body, params, as_calls)
+        try:
+            first = next(events)
+        except StopIteration:
+            return
+        except PhikitError:
+            alt = {**body, "response_format": {"type": "json_object", "schema": (rf.get("json_schema") or {}).get("schema")}}
+            yield from self._stream(alt, params, as_calls)
+            return
+        yield first
+        yield from events
+
+    def _stream(self, body: dict, params: SamplingParams, as_calls: bool = False) -> Iterator[Event]:
+        """Stream one request; with ``as_calls`` the reply is a JSON call list, returned as ``functools[...]``."""
         import httpx
 
         started = time.perf_counter()
@@ -197,13 +254,17 @@ class OpenAIEngine:
                             last_at = time.perf_counter()
                             first_at = first_at or last_at
                             n_chunks += 1
+                            if as_calls:  # held back: the JSON call list becomes functools[...] below
+                                calls.setdefault(-1, {"name": "", "arguments": ""})["arguments"] += delta["content"]
+                                continue
                             texts.append(delta["content"])
                             yield TextDelta(delta["content"])
                         for tc in delta.get("tool_calls") or []:
                             first_at = first_at or time.perf_counter()
                             slot = calls.setdefault(tc.get("index", len(calls)), {"name": "", "arguments": ""})
                             fn = tc.get("function") or {}
-                            slot["name"] += fn.get("name") or ""
+                            if name := fn.get("name"):  # OpenAI sends it once; llama.cpp's server in every chunk
+                                slot["name"] = name if name.startswith(slot["name"]) else slot["name"] + name
                             slot["arguments"] += fn.get("arguments") or ""
                         if choice.get("finish_reason"):
                             finish = "length" if choice["finish_reason"] == "length" else "stop"
@@ -212,6 +273,10 @@ class OpenAIEngine:
             raise kind(f"lost the connection to {self.base_url} ({type(exc).__name__}: {exc})") from None
         except json.JSONDecodeError as exc:
             raise EngineError(f"{self.base_url} sent a stream line that is not JSON ({exc.msg})") from None
+        if as_calls and -1 in calls:
+            call_text = "functools" + calls.pop(-1)["arguments"].strip()
+            texts.append(call_text)
+            yield TextDelta(call_text)
         if calls:
             call_text = as_call_text(calls)
             texts.append(call_text)

@@ -102,7 +102,7 @@ async def chat(req: OllamaChatRequest, request: Request):
     params, fmt = ollama_params(req.options, req.format)
     messages = normalize_messages([ollama_message(m.model_dump(exclude_none=True)) for m in req.messages])
     tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
-    job = ChatJob(messages=messages, params=params, tools=tools, response_format=fmt, kb=state.pick_kb(None))
+    job = ChatJob(messages=messages, params=params, tools=tools, response_format=fmt, kb=state.pick_kb(req.phikit.kb))
     model, t0 = req.model or state.model, time.perf_counter()
     gen = run_parts(state, job)
 
@@ -135,13 +135,16 @@ async def chat(req: OllamaChatRequest, request: Request):
 
 
 def ollama_message(m: dict) -> dict:
-    """Ollama's assistant tool calls carry arguments as objects; the chat template wants OpenAI's shape."""
+    """Ollama's assistant tool calls carry arguments as objects; phikit keeps OpenAI's shape (a JSON string)."""
     if m.get("tool_calls"):
-        m["tool_calls"] = [
-            {"type": "function", "function": {"name": c.get("function", {}).get("name", ""),
-                                              "arguments": c.get("function", {}).get("arguments", {})}}
-            for c in m["tool_calls"]
-        ]
+        calls = []
+        for c in m["tool_calls"]:
+            fn = c.get("function") or {}
+            args = fn.get("arguments", {})
+            calls.append({"type": "function", "function": {
+                "name": fn.get("name", ""),
+                "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)}})
+        m["tool_calls"] = calls
     m.pop("images", None)
     m.pop("thinking", None)
     return m
@@ -162,7 +165,7 @@ async def generate(req: OllamaGenerateRequest, request: Request):
         job = ChatJob(messages=[], params=params, raw_prompt=req.prompt)
     else:
         msgs = ([{"role": "system", "content": req.system}] if req.system else []) + [{"role": "user", "content": req.prompt}]
-        job = ChatJob(messages=normalize_messages(msgs), params=params, response_format=fmt, kb=state.pick_kb(None))
+        job = ChatJob(messages=normalize_messages(msgs), params=params, response_format=fmt, kb=state.pick_kb(req.phikit.kb))
     gen = run_parts(state, job)
 
     def line(p: Part) -> dict | None:

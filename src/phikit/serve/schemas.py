@@ -147,6 +147,7 @@ class OllamaChatRequest(_Body):
     tools: list[ToolDef] | None = None
     keep_alive: str | int | float | None = None
     think: bool | str | None = None
+    phikit: PhikitOptions = Field(default_factory=PhikitOptions)  # the same extras as the OpenAI route
 
 
 class OllamaGenerateRequest(_Body):
@@ -159,6 +160,7 @@ class OllamaGenerateRequest(_Body):
     options: OllamaOptions | None = None
     keep_alive: str | int | float | None = None
     think: bool | str | None = None
+    phikit: PhikitOptions = Field(default_factory=PhikitOptions)
 
 
 class OllamaEmbedRequest(_Body):

@@ -133,13 +133,18 @@ def step(
     constrained = bool(tools) and tool_choice not in ("auto", "none", None)
     procs = list(params.pop("logits_processors", ()) or ())
     budget = params.get("max_new_tokens") or 512
-    if constrained:
+    guided = None
+    if getattr(llm.engine, "guides_remotely", False):
+        # A remote server (vLLM, llama.cpp's server, phikit) constrains on its side: pass the request on.
+        guided = remote_guidance(tools, tool_choice, response_format, parallel_tool_calls)
+    elif constrained:
         procs.append(processor_for(llm.engine, call_schema(tools, tool_choice, parallel_tool_calls), prefix=CALL_PREFIX, budget=budget))
     else:
         schema = response_format_schema(response_format)
         if schema is not None:
             procs.append(processor_for(llm.engine, schema, budget=budget))
-    events = llm.stream(msgs, tools=template_tools, logits_processors=tuple(procs), **params)
+    extra = {"guided": guided} if guided else {}
+    events = llm.stream(msgs, tools=template_tools, logits_processors=tuple(procs), **extra, **params)
     held: list[str] = []
     holding = None  # None: undecided; True: looks like a call, keep it back; False: prose, stream it
     done = None
@@ -178,6 +183,26 @@ def step(
         if holding and not calls and not errors:  # held-back text turned out to be prose
             yield TextDelta("".join(held))
     yield StepDone(done, content if calls or errors else done.text, calls, errors)
+
+
+def remote_guidance(tools: list[Tool], tool_choice: Any, response_format: dict | None, parallel: bool) -> dict:
+    """What a remote engine forwards: ``tool_choice``, ``response_format`` and, as a fallback for servers
+    that cannot force a call (llama.cpp's server answers 500 to ``"required"``), the call-list schema.
+
+    Returns:
+        ``{"tool_choice": ..., "response_format": ..., "call_schema": ...}`` with the keys that apply.
+    """
+    out: dict[str, Any] = {}
+    if tools and tool_choice not in (None, "auto"):
+        name = choice_name(tool_choice)
+        if name is None and tool_choice in ("required", "any") and len(tools) == 1:
+            name = tools[0].name  # "required" with one tool is that tool, which every server can force
+        out["tool_choice"] = {"type": "function", "function": {"name": name}} if name else tool_choice
+        if tool_choice != "none":
+            out["call_schema"] = call_schema(tools, tool_choice, parallel)
+    elif response_format and response_format_schema(response_format) is not None:
+        out["response_format"] = response_format
+    return out
 
 
 def _tried_call(text: str) -> bool:
