@@ -142,7 +142,7 @@ def step_profile(model) -> dict:
             sync()
         out[f"graph_step_ms_{impl}"] = round((time.perf_counter() - t0) / 200 * 1000, 3)
         del graphs
-    model_mod.DECODE_ATTENTION = "sdpa"
+    model_mod.DECODE_ATTENTION = "matmul"
     if DEV != "cuda":
         return out
     eager = gen.DecodeGraphs(model, enabled=False)

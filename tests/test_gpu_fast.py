@@ -21,8 +21,14 @@ def pair():
 
     torch.manual_seed(0)
     cfg = phi4_mini_config(num_hidden_layers=4)
-    with torch.device("cuda"):
-        hf = Phi3ForCausalLM(cfg).to(torch.bfloat16).eval()
+    # bf16 as the default dtype while building, as from_pretrained(dtype=bf16) does: `.to(bf16)` afterwards
+    # would also round transformers' fp32 rotary frequencies (a buffer) and change its reference outputs.
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device("cuda"):
+            hf = Phi3ForCausalLM(cfg).eval()
+    finally:
+        torch.set_default_dtype(torch.float32)
     hf.generation_config.eos_token_id = None
     return hf, build(cfg, hf.state_dict(), "cuda")
 
@@ -35,8 +41,8 @@ def ids(n: int, seed: int):
 
 @pytest.mark.parametrize("compiled", [False, True])
 def test_graph_replay_matches_eager_steps(pair, compiled):
-    """The captured step computes what the eager step computes (cuBLAS may pick other kernels under capture,
-    so equal up to bf16 rounding), and graphs are reused per (batch, cache bucket)."""
+    """The captured step computes what the eager step computes, and capturing mid-generation (after prefill)
+    leaves the prompt's cache intact; graphs are kept per (batch, cache bucket)."""
     import torch
 
     from phikit.engines.fast import generate as gen
@@ -54,7 +60,7 @@ def test_graph_replay_matches_eager_steps(pair, compiled):
         for i in range(8):
             a = eager.step(tok, n + i, kv_len).clone()
             b = graphs.step(tok, n + i, kv_len).clone()
-            assert ((a - b).norm() / a.norm()).item() < 1e-2
+            assert ((a - b).norm() / a.norm()).item() < 2e-3
             tok = a.argmax(-1, keepdim=True)
     assert list(graphs.graphs) == [(1, kv_len)]
 
@@ -83,7 +89,7 @@ def test_prefill_logits_close_to_transformers(pair):
     for n in (700, 4300):
         prompt = ids(n, seed=2 * n)
         model.setup_caches(1, 8192)
-        with torch.no_grad():
+        with torch.inference_mode():
             ref = hf(prompt).logits[:, -1].float()
             out = model(prompt, torch.arange(n, device="cuda"))[:, -1].float()
         rel = ((out - ref).norm() / ref.norm()).item()

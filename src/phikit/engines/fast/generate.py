@@ -101,11 +101,14 @@ class DecodeGraphs:
 
     @torch.inference_mode()
     def capture(self, batch: int, kv_len: int) -> tuple:
-        """Warm up (runs any compilation) on a side stream, then capture. Writes garbage at cache position 0,
-        which the next prefill overwrites."""
+        """Warm up (runs any compilation) on a side stream, then capture.
+
+        The warm-up steps write the cache at the bucket's last position, which no step reads before writing
+        it itself, so a capture in the middle of a generation leaves the prompt's keys and values intact.
+        """
         dev = self.model.device
         tok = torch.zeros(batch, 1, dtype=torch.long, device=dev)
-        input_pos = torch.zeros(1, dtype=torch.long, device=dev)
+        input_pos = torch.full((1,), kv_len - 1, dtype=torch.long, device=dev)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
