@@ -159,25 +159,28 @@ class Passage:
         value, unit = q
         return any(v == value and (u == unit or not unit or not u) for v, u in self._qs)
 
-    def contradiction(self, q: tuple[str, str], subject: list[str], topics: set[str]) -> str | None:
-        """The passage sentence that best matches what is asked (the subject's names count most, then the
-        question's topic words) among those stating a quantity with ``q``'s unit, when it gives another
-        value; else None. "Thermo T3 thermostat: 3 years" answers the Thermo T3's warranty, so "1 year"
-        contradicts it although "1 year" is in the passage (for the Glow Bulb)."""
-        value, unit = q
-        if not unit:
-            return None
-        scored = []
-        for s, toks, qs in self.sentences:
-            values = {v for v, u in qs if u == unit}
-            if values:
-                score = 2 * sum(_mentions(toks, n) for n in subject) + len(topics & toks)
-                scored.append((score, value in values or any(v == value for v, _ in qs), s))
-        if not scored:
-            return None
-        best = max(score for score, _, _ in scored)
-        top = [(has, s) for score, has, s in scored if score == best]
-        return None if best == 0 or any(has for has, _ in top) else top[0][1]
+
+
+
+def contradiction(q: tuple[str, str], subject: list[str], topics: set[str], passages: list[Passage]) -> str | None:
+    """The passage sentence that best matches what is asked (the subject's names count most, then the
+    question's topic words, with the sentence's headings) among those of all ``passages`` stating a
+    quantity with ``q``'s unit, when it gives another value; else None. "Thermo T3 thermostat: 3 years"
+    answers the Thermo T3's warranty, so "1 year" contradicts it although "1 year" is in the passage
+    (for the Glow Bulb); a sentence that escapes into another passage is caught the same way."""
+    value, unit = q
+    if not unit:
+        return None
+    scored = []
+    for p in passages:
+        head = set(content_words(p.headings))
+        for s, toks, qs in p.sentences:
+            if any(u == unit for _, u in qs):
+                score = 2 * sum(_mentions(toks | head, n) for n in subject) + len(topics & (toks | head))
+                scored.append((score, any(v == value for v, _ in qs), s))
+    best = max((score for score, _, _ in scored), default=0)
+    top = [(has, s) for score, has, s in scored if score == best]
+    return None if best == 0 or any(has for has, _ in top) else top[0][1]
 
 
 @dataclass
@@ -199,6 +202,10 @@ def check_sentence(sentence: str, question: str, passages: list[Passage], *, min
     body = _CITE.sub(" ", sentence).strip()
     if not content_words(body):
         return SentenceCheck(sentence, None, None)  # no content ("Sure!"): nothing to check, nothing to cite
+    subject, topics = names(body) or names(question), topic_words(question)
+    for q in quantities(body):
+        if (bad := contradiction(q, subject, topics, passages)) is not None:
+            return SentenceCheck(sentence, None, f"contradicts the passages: {' '.join(q)} vs \"{bad[:80]}\"")
     order = cited + sorted((n for n in range(1, len(passages) + 1) if n not in cited),
                            key=lambda n: -len(set(content_words(body)) & passages[n - 1].vocab))
     first_reason = None
@@ -213,13 +220,10 @@ def check_sentence(sentence: str, question: str, passages: list[Passage], *, min
 
 def _problem(body: str, question: str, p: Passage, min_support: float) -> str | None:
     own = names(body)
-    subject = own or names(question)
     ws = content_words(body)
     topics = topic_words(question)
     for q in quantities(body):
         shown = f"{q[0]}{' ' + q[1] if q[1] else ''}"
-        if (bad := p.contradiction(q, subject, topics)) is not None:
-            return f"contradicts the passage: {shown} vs \"{bad[:80]}\""
         if not p.has_quantity(q):
             return f"{shown} is not in the passage"
         if not _covers(topics, p.about(q)):  # "2 years" of a warranty is no battery life
@@ -238,7 +242,8 @@ def _problem(body: str, question: str, p: Passage, min_support: float) -> str | 
 
 _ASKS_QUANTITY = re.compile(
     r"^\s*(?:how (?:many|much|long|far|quickly|soon|often|old)|(?:until )?when|by when|within how)\b"
-    r"|\b(?:price|cost|fee|discount|age|voltage|percentage|how many|how much|how long)\b", re.I)
+    r"|\b(?:price|cost|fee|discount|age|voltage|percentage|value|amount|minimum|maximum|how many|how much|how long)\b",
+    re.I)
 _FILLER = frozenset(["question", "answer", "passage", "passages", "following", "information", "ask", "asked",
                      "according", "provided", "mentioned"])
 
@@ -251,31 +256,37 @@ def asks_quantity(question: str) -> bool:
 def answers(sentence: str, question: str) -> bool:
     """The sentence could be an answer: it says something the question did not (not "It is a question
     about how many days ..."), and it states a quantity when the question asks for one."""
-    has_quantity = bool(quantities(sentence))
+    has_quantity = bool(set(quantities(sentence)) - set(quantities(question)))  # not the question's own "30 days"
     if asks_quantity(question) and not has_quantity:
         return False
     asked = set(content_words(question)) | _FILLER
     return has_quantity or any(w not in asked for w in content_words(_CITE.sub(" ", sentence)))
 
 
-def extractive_answer(question: str, passages: list[Passage], *, top: int = 2, max_sentences: int = 2
+def extractive_answer(question: str, passages: list[Passage], *, top: int = 4, max_sentences: int = 2
                       ) -> tuple[str, int] | None:
     """The sentences of one of the ``top`` passages that best match the question, as a quote, with the
-    1-based passage number; None when no sentence covers the question's names and at least half of its
-    topic words (then the passages do not hold the answer)."""
+    1-based passage number. A sentence qualifies when its passage names everything the question names,
+    it (with its headings) holds at least half of the question's topic words, and it :func:`answers`.
+
+    Returns:
+        ``(quoted text ending in "[n]", n)``, or None when no sentence qualifies: then the passages do not
+        hold the answer.
+    """
     qnames = names(question)
     topics = topic_words(question)
     best: tuple[float, int, list[str]] | None = None
     for n, p in enumerate(passages[:top], start=1):
+        if not all(p.has_name(q) for q in qnames):
+            continue
         head = set(content_words(p.headings))
         scored = []  # (score, position, sentence)
         for i, (s, toks, _) in enumerate(p.sentences):
             ctx = toks | head
-            if not topics & ctx or not _covers(topics, ctx) or not all(_mentions(ctx, q) for q in qnames):
+            if not topics & ctx or not _covers(topics, ctx) or not answers(s, question):
                 continue
-            if not answers(s, question):
-                continue
-            scored.append((len(topics & ctx) + 0.1 * len(topics & toks) - 0.001 * len(s), i, s))
+            named = sum(_mentions(toks, q) for q in qnames)
+            scored.append((len(topics & ctx) + 0.5 * named + 0.1 * len(topics & toks) - 0.001 * len(s), i, s))
         if not scored:
             continue
         scored.sort(key=lambda t: -t[0])
