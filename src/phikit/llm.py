@@ -79,7 +79,8 @@ def sampling_params(**params: Any) -> SamplingParams:
 
 
 def finish(events: Iterator[Event], *, model: str, backend: str, cot: bool = False) -> ChatResult:
-    """Drain an event stream into a :class:`ChatResult` (parsing CoT when asked)."""
+    """Drain an event stream into a :class:`ChatResult` (parsing CoT when asked): the one place a result is
+    built, for plain, grounded (citations merged from ``Citations.extra``) and agent (``AgentDone``) runs."""
     done, extra = None, {}
     for ev in events:
         if isinstance(ev, Done):
@@ -87,6 +88,10 @@ def finish(events: Iterator[Event], *, model: str, backend: str, cot: bool = Fal
         elif isinstance(getattr(ev, "extra", None), dict):  # e.g. RAG citations: merged into --json
             extra.update(ev.extra)
     assert done is not None, "an engine stream must end with Done"
+    if getattr(done, "tool_results", None) is not None:  # an AgentDone: the calls made and their results
+        extra.update(tool_calls=list(done.tool_calls), tool_results=list(done.tool_results), steps=done.steps)
+        if done.pending_calls:
+            extra["pending_tool_calls"] = list(done.pending_calls)
     result = ChatResult(
         text=done.text,
         model=model,
@@ -119,8 +124,12 @@ class LLM:
     def backend(self) -> str:
         return self.engine.name
 
-    def stream(self, messages: Any, *, cot: bool = False, tools: list[dict] | None = None, **params: Any) -> Iterator[Event]:
+    def stream(self, messages: Any, *, cot: bool = False, tools: list[dict] | None = None,
+               guided: dict | None = None, **params: Any) -> Iterator[Event]:
         """Stream :class:`TextDelta` events then one :class:`Done`. Closing the iterator stops generation.
+
+        ``guided`` (remote engines only) carries ``tool_choice`` / ``response_format`` to the server, which
+        constrains on its side (see :func:`phikit.tools.chat.remote_guidance`).
 
         Raises:
             BadRequestError: invalid messages or parameters (raised here, before any token).
@@ -130,6 +139,13 @@ class LLM:
             msgs = [{"role": "system", "content": self.system_prompt}, *msgs]
         if cot:
             msgs = cot_mod.with_cot_prompt(msgs)
+        adapter = params.pop("adapter", None)  # a LoRA adapter (phikit.tune): name, directory or "none"
+        if adapter is not None:
+            if not getattr(self.engine, "supports_adapters", False):
+                raise BadRequestError(f"adapters need --backend transformers; this model runs on {self.backend}")
+            return self.engine.generate(msgs, sampling_params(**params), tools=tools, adapter=adapter)
+        if guided:
+            return self.engine.generate(msgs, sampling_params(**params), tools=tools, guided=guided)
         return self.engine.generate(msgs, sampling_params(**params), tools=tools)
 
     def chat(

@@ -12,18 +12,27 @@ import typer
 from . import app
 
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name, hub id, directory or .gguf path.")]
-BackendOpt = Annotated[str, typer.Option("--backend", "-b", help="auto | llamacpp | transformers")]
+BackendOpt = Annotated[str, typer.Option("--backend", "-b", help="auto | llamacpp | transformers | openai")]
 PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="transformers backend: auto | nf4 | bf16 | fp32")]
 SystemOpt = Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt.")]
 MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens to generate.")]
 TemperatureOpt = Annotated[float, typer.Option("--temperature", "-t", help="0 is greedy.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling.")]
+BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="--backend openai: the server, e.g. http://gpu-box:8000/v1 (or $PHIKIT_BASE_URL).")]
+ApiKeyOpt = Annotated[Optional[str], typer.Option("--api-key", help="--backend openai: the server's key (or $OPENAI_API_KEY).")]
 
 
-def load_llm(model: str | None, backend: str, precision: str | None):
+def load_llm(model: str | None, backend: str, precision: str | None, base_url: str | None = None,
+             api_key: str | None = None):
+    """Load the model the flags name; ``--base-url``/``--api-key`` only go with ``--backend openai``."""
+    from ..errors import BadRequestError
     from ..llm import load
 
     opts = {"precision": precision} if precision else {}
+    if backend == "openai":
+        opts.update(base_url=base_url, api_key=api_key)
+    elif base_url or api_key:
+        raise BadRequestError("--base-url and --api-key are for --backend openai")
     return load(model, backend=backend, **opts)
 
 
@@ -51,7 +60,8 @@ def params_from_cli(max_tokens: int, temperature: float = 0.0, top_p: float = 1.
 
 
 def stream_to_terminal(events) -> object:
-    """Write text deltas to stdout as they arrive; return the final Done event."""
+    """Write text deltas to stdout as they arrive, reasoning steps to stderr; return the final Done event."""
+    from ..cot import ReasoningDelta
     from ..engines import Done, TextDelta
 
     done = None
@@ -59,6 +69,9 @@ def stream_to_terminal(events) -> object:
         if isinstance(ev, TextDelta):
             sys.stdout.write(ev.text)
             sys.stdout.flush()
+        elif isinstance(ev, ReasoningDelta):
+            sys.stderr.write(ev.text)
+            sys.stderr.flush()
         elif isinstance(ev, Done):
             done = ev
         else:  # tool calls, tool results, citations: their __str__ is meant for people
@@ -93,26 +106,28 @@ def ask(
     tool_choice: Annotated[str, typer.Option("--tool-choice", help="auto | none | required | a tool name")] = "auto",
     kb: Annotated[Optional[str], typer.Option("--kb", help="Answer only from this knowledge base, with citations.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of streaming.")] = False,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
 ) -> None:
     """Answer one question, streaming tokens to the terminal."""
     from ..errors import BadRequestError
     from ..llm import finish
+    from ..pipeline import Request, run
 
     if not question.strip():
         raise BadRequestError("the question is empty: pass the text to ask, e.g. phikit ask \"What is RAG?\"")
     params = params_from_cli(max_tokens, temperature, top_p, top_k, seed, stop)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
-    llm = load_llm(model, backend, precision)
-    extra = {}
-    if tools:
-        extra.update(tools=[t.strip() for t in tools.split(",") if t.strip()], tool_choice=tool_choice)
-    if kb:
-        extra["kb"] = kb
-    elif tools:  # the agent loop: calls run, results go back to the model (phikit.cli.tools)
-        from .tools import ask_with_tools
+    llm = load_llm(model, backend, precision, base_url, api_key)
+    tool_names = [t.strip() for t in tools.split(",") if t.strip()] if tools else None
+    # The CLI runs the tools it is given (the agent loop: policy, isolation, audit log), with or without a KB.
+    req = Request(messages, tools=tool_names, tool_choice=tool_choice, execute_tools=bool(tool_names), kb=kb,
+                  cot=cot, params=params)
+    if tool_names:
+        from ..tools.audit import AuditLog
 
-        return ask_with_tools(llm, messages, extra["tools"], tool_choice, params, as_json=as_json)
-    events = llm.chat(messages, stream=True, cot=cot, **extra, **params)
+        req.audit_log, req.confirm = AuditLog(), _confirm_on_terminal
+    events = run(llm, req)
     if as_json:
         result = finish(events, model=llm.model, backend=llm.backend, cot=cot)
         print(json.dumps(result.to_dict(), ensure_ascii=False))
@@ -122,7 +137,8 @@ def ask(
         from ..cot import parse_cot
 
         parsed = parse_cot(done.text)
-        print(f"answer: {parsed.answer}" if parsed.answer else f"note: {parsed.note}", file=sys.stderr)
+        if not parsed.answer:
+            print(f"note: {parsed.note}", file=sys.stderr)
     print(stats_line(llm.model, llm.backend, done), file=sys.stderr)
 
 
@@ -136,37 +152,95 @@ def chat(
     max_tokens: MaxTokensOpt = 512,
     temperature: TemperatureOpt = 0.3,
     seed: SeedOpt = None,
+    ctx: Annotated[Optional[int], typer.Option("--ctx", help="Context window in tokens (default: the model's trained context where memory allows; SmolLM2: 8192).")] = None,
+    tools: Annotated[Optional[str], typer.Option("--tools", help="Comma-separated built-in tools the agent may call, e.g. get_order_status.")] = None,
+    tool_choice: Annotated[str, typer.Option("--tool-choice", help="auto | none | required | a tool name")] = "auto",
+    kb: Annotated[Optional[str], typer.Option("--kb", help="Answer only from this knowledge base, with citations.")] = None,
 ) -> None:
-    """Multi-turn chat with history. Commands: /reset clears the history, /exit leaves."""
+    """Multi-turn chat with history; the KV cache is reused across turns. Commands: /help, /reset, /exit.
+
+    When the history nears the context window the oldest turns are dropped (the system prompt is kept),
+    with a note on stderr.
+    """
+    from ..errors import BadRequestError, PhikitError
+    from ..session import ChatSession, command, help_text, message_text, stream_turn
+
     params = params_from_cli(max_tokens, temperature, 1.0, 0, seed, [])
-    llm = load_llm(model, backend, precision)
-    base = [{"role": "system", "content": system}] if system else []
-    history = list(base)
-    print(f"phikit chat · {llm.model} on {llm.backend} · /reset clears history, /exit leaves", file=sys.stderr)
+    if ctx is not None and ctx < 64:
+        raise BadRequestError("--ctx must be at least 64 tokens")
+    llm = _load_for_chat(model, backend, precision, ctx)
+    tool_names = [t.strip() for t in tools.split(",") if t.strip()] if tools else None
+    turn_opts: dict = {"cot": cot, "kb": kb, "tools": tool_names, "tool_choice": tool_choice}
+    if tool_names and not kb:
+        from ..tools.audit import AuditLog
+        from ..tools.schema import as_tools
+
+        as_tools(tool_names)  # an unknown tool name fails here, before the first turn
+        turn_opts.update(audit_log=AuditLog(), confirm=_confirm_on_terminal)
+    # room for the reply plus what the request adds to the prompt (retrieved passages, the tools block)
+    reserve = max_tokens + (1536 if kb else 0) + (512 if tool_names else 0) + (128 if cot else 0)
+    session = ChatSession(llm, system=system, window=ctx, reserve=reserve)
+    print(f"phikit chat · {llm.model} on {llm.backend} · {session.window}-token window · /help for commands",
+          file=sys.stderr)
     while True:
         try:
             line = input(">>> ")
         except EOFError:
             print(file=sys.stderr)
             break
-        text = line.strip()
-        if text in ("/exit", "/quit", "/bye"):
+        cmd = command(line)
+        if cmd == "exit":
             break
-        if text == "/reset":
-            history = list(base)
+        if cmd == "reset":
+            session.reset()
             print("history cleared", file=sys.stderr)
             continue
+        if cmd == "help":
+            print(help_text(), file=sys.stderr)
+            continue
+        if cmd == "unknown":
+            print(f"unknown command {line.split()[0]}; /help lists the commands (start a message with // to "
+                  "send a leading /)", file=sys.stderr)
+            continue
+        text = message_text(line)
         if not text:
             continue
-        history.append({"role": "user", "content": text})
+        dropped = session.add_user(text)
+        if dropped:
+            print(dropped, file=sys.stderr)
         try:
-            done = stream_to_terminal(llm.chat(history, stream=True, cot=cot, **params))
+            done = stream_to_terminal(stream_turn(llm, session.messages(), **turn_opts, **params))
         except KeyboardInterrupt:
-            history.pop()
+            session.undo_user()
             print("\n(interrupted)", file=sys.stderr)
             continue
-        history.append({"role": "assistant", "content": done.text})
-        print(stats_line(llm.model, llm.backend, done), file=sys.stderr)
+        except PhikitError as exc:  # the session goes on: say what failed, forget the message
+            session.undo_user()
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        session.add_reply(done.text)
+        cached = getattr(llm.engine, "reused_tokens", None)
+        print(stats_line(llm.model, llm.backend, done) + (f" · {cached} cached" if cached is not None else ""),
+              file=sys.stderr)
+
+
+def _load_for_chat(model: str | None, backend: str, precision: str | None, ctx: int | None):
+    """Load the model; ``--ctx`` sizes llama.cpp's KV cache (other backends only trim the history to it)."""
+    from ..llm import load
+    from ..models import resolve
+
+    opts: dict = {"precision": precision} if precision else {}
+    if ctx is not None and (backend == "llamacpp" or (backend == "auto" and resolve(model).is_gguf)):
+        opts["n_ctx"] = ctx
+    return load(model, backend=backend, **opts)
+
+
+def _confirm_on_terminal(call: dict) -> bool:
+    """y/N for tools marked ``requires_confirmation``; declined when stdin is not a terminal."""
+    fn = call["function"]
+    if not sys.stdin.isatty():
+        return False
+    return typer.confirm(f"run {fn['name']}({fn['arguments']})?", default=False, err=True)
 
 
 models_app = typer.Typer(help="Known models and whether each is available on this machine.")

@@ -1,4 +1,4 @@
-"""Tool-calling commands: ``phikit ask --tools`` (the agent loop), ``phikit tools list|run``, ``phikit audit verify``,
+"""Tool commands: ``phikit tools list|run``, ``phikit audit verify``,
 ``phikit demo-db``."""
 
 from __future__ import annotations
@@ -15,33 +15,6 @@ audit_app = typer.Typer(help="Check the signed audit log of tool calls.", no_arg
 app.add_typer(audit_app, name="audit")
 tools_app = typer.Typer(help="List the built-in tools, or run one exactly as the agent does.", no_args_is_help=True)
 app.add_typer(tools_app, name="tools")
-
-
-def ask_with_tools(llm, messages: list, tools: list[str], tool_choice: str, params: dict, *, as_json: bool) -> None:
-    """Run the agent loop for ``phikit ask --tools``: calls and results to stderr, the answer to stdout.
-
-    Every executed call is appended to the signed audit log (``$PHIKIT_AUDIT_LOG`` or phikit's data dir).
-    Tools marked ``requires_confirmation`` ask y/N on the terminal (declined without one).
-    """
-    from ..agent import result_from, run_agent
-    from ..tools.audit import AuditLog
-    from .core import stats_line, stream_to_terminal
-
-    def confirm(call: dict) -> bool:
-        fn = call["function"]
-        if not sys.stdin.isatty():
-            return False
-        return typer.confirm(f"run {fn['name']}({fn['arguments']})?", default=False, err=True)
-
-    events = run_agent(llm, messages, tools, tool_choice=tool_choice, audit_log=AuditLog(), confirm=confirm, **params)
-    if as_json:
-        done = None
-        for ev in events:
-            done = ev
-        print(json.dumps(result_from(done, llm).to_dict(), ensure_ascii=False))
-        return
-    done = stream_to_terminal(events)
-    print(stats_line(llm.model, llm.backend, done), file=sys.stderr)
 
 
 @audit_app.command("verify")
