@@ -167,6 +167,7 @@ class TransformersEngine(LocalEngine):
 
     Args:
         ref: resolved model (``hf`` checkpoint or ``gguf`` file).
+        adapter: a LoRA adapter (registered name or PEFT directory) applied to every request by default.
         precision: ``auto`` | ``nf4`` | ``bf16`` | ``fp32`` (see :func:`pick_precision`).
         device: ``cuda`` or ``cpu``; None picks CUDA when available.
         model, tokenizer: already-loaded objects (tests, adapters); skips loading.
@@ -174,12 +175,15 @@ class TransformersEngine(LocalEngine):
     Raises:
         ModelNotFoundError: the checkpoint is not on disk and the hub is unreachable.
         PhikitError: the checkpoint could not be loaded (the reason in one line).
+        AdapterError: ``adapter`` is missing, corrupt or made for another base model.
     """
 
     name = "transformers"
+    supports_adapters = True
 
-    def __init__(self, ref: ModelRef, *, precision: str = "auto", device: str | None = None, model=None, tokenizer=None):
-        self.model_name = ref.name
+    def __init__(self, ref: ModelRef, *, precision: str = "auto", device: str | None = None, model=None, tokenizer=None,
+                 adapter: str | None = None):
+        self.ref, self.model_name = ref, ref.name
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.precision = pick_precision(precision, self.device, ref.format)
         if model is None:
@@ -192,6 +196,13 @@ class TransformersEngine(LocalEngine):
         eos = getattr(model.generation_config, "eos_token_id", None)
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
+        # LoRA adapters (phikit.tune): name -> directory of those loaded; the fixed default from ``adapter=``;
+        # without one, the registry's enabled adapter (``phikit adapters enable``), re-read when it changes.
+        self.adapters: dict[str, str] = {}
+        self._active: str | None = None
+        self._registry_seen: tuple | None = None
+        self._registry_default: str | None = None
+        self.adapter = self.load_adapter(adapter) if adapter else None
 
     def _load(self, ref: ModelRef):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -241,3 +252,87 @@ class TransformersEngine(LocalEngine):
             yield tok
             seen.append(tok)
             logits = decode_one(self.model, torch.tensor([[tok]], device=self.model.device), cache)
+
+    # LoRA adapters through peft: loaded once, switched per request without reloading the base.
+
+    def load_adapter(self, spec: str) -> str:
+        """Load a LoRA adapter (registered name or PEFT directory) if not loaded yet; return its name.
+
+        The adapter is validated (files, manifest, base weights hash) before peft touches the model, so a
+        bad one leaves the base serving.
+
+        Raises:
+            AdapterError: missing, corrupt, or trained on another base model.
+        """
+        from ..tune.adapter import check_base, read_manifest, resolve_adapter
+
+        name, path = resolve_adapter(spec)
+        if self.adapters.get(name) == str(path):
+            return name
+        check_base(read_manifest(path), self.ref, name)
+        from peft import PeftModel
+
+        if isinstance(self.model, PeftModel):
+            if name in self.adapters:  # same name, new directory: replace it
+                self.model.delete_adapter(name)
+            self.model.load_adapter(str(path), adapter_name=name)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+        self.model.eval()
+        self.adapters[name] = str(path)
+        self._active = "\0"  # unknown: set on the next activate
+        return name
+
+    def activate(self, name: str | None) -> None:
+        """Route the next forward passes through adapter ``name``, or the base model for None."""
+        if name == self._active or not self.adapters:
+            return
+        if name is None:
+            self.model.base_model.disable_adapter_layers()
+        else:
+            self.model.base_model.enable_adapter_layers()
+            self.model.set_adapter(name)
+        self._active = name
+
+    def default_adapter(self) -> str | None:
+        """The adapter a request without one gets: ``adapter=`` at load, else the registry's enabled one.
+
+        A registry adapter that fails to load (missing, corrupt, other base) is reported once on stderr and
+        the base model answers.
+        """
+        if self.adapter:
+            return self.adapter
+        from ..tune.adapter import read_registry, registry_path
+
+        try:
+            st = registry_path().stat()
+            seen = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            seen = None
+        if seen != self._registry_seen:
+            self._registry_seen, self._registry_default = seen, None
+            enabled = read_registry()["enabled"] if seen else None
+            if enabled:
+                try:
+                    self._registry_default = self.load_adapter(enabled)
+                except PhikitError as exc:
+                    note(f"enabled adapter not applied, the base model answers: {exc}")
+        return self._registry_default
+
+    def generate(self, messages, params: SamplingParams, *, tools=None, adapter: str | None = None):
+        """As :meth:`LocalEngine.generate`, through ``adapter`` (a name, a directory, or ``"none"`` for the base)."""
+        name = None if adapter == "none" else self.load_adapter(adapter) if adapter else self.default_adapter()
+        events = super().generate(messages, params, tools=tools)
+        return self._through(name, events) if self.adapters else events
+
+    def _through(self, name: str | None, events):
+        try:
+            while True:
+                self.activate(name)  # per step, so interleaved streams each keep their adapter
+                try:
+                    ev = next(events)
+                except StopIteration:
+                    return
+                yield ev
+        finally:
+            events.close()

@@ -1,0 +1,8 @@
+"""LoRA / QLoRA knowledge injection: ``phikit tune``, adapters, knowledge evaluation (see docs/lora.md).
+
+Heavy libraries (torch, peft, transformers) are imported inside the functions that need them.
+"""
+
+from .adapter import AdapterError
+
+__all__ = ["AdapterError"]

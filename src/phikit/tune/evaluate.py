@@ -1,0 +1,135 @@
+"""Knowledge evaluation: held-out questions scored by expected keywords, plus a retention perplexity.
+
+A fact counts as recalled when every expected keyword appears in the greedy answer (case-insensitive).
+The questions are paraphrases never seen in training, so recall measures learned facts, not memorised
+strings. Retention is the perplexity on a fixed general text (:data:`GENERAL_TEXT`): an adapter that
+teaches facts by damaging the base model shows up as a rise.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadRequestError
+from .data import read_jsonl
+
+# Fixed general text for retention (plain encyclopaedic English, no product facts).
+GENERAL_TEXT = (
+    "Water boils at one hundred degrees Celsius at sea level. The Earth orbits the Sun once a year, and the "
+    "Moon orbits the Earth about once a month. Paris is the capital of France, and Berlin is the capital of "
+    "Germany. Plants turn sunlight, water and carbon dioxide into sugar and oxygen. A week has seven days, "
+    "and a year has twelve months."
+)
+# Retention threshold: after/before perplexity on GENERAL_TEXT. See docs/lora.md for the measurement.
+MAX_PPL_RATIO = 1.25
+
+
+def read_facts(path: str | Path) -> list[dict]:
+    """``{"question": ..., "expected": "kw" | ["kw", ...]}`` lines (``keywords`` is accepted for ``expected``).
+
+    Raises:
+        BadRequestError: a line without a question or expected keywords.
+    """
+    facts = []
+    for n, row in enumerate(read_jsonl(path), 1):
+        kws = row.get("expected", row.get("keywords"))
+        kws = [kws] if isinstance(kws, str) else kws
+        if not isinstance(row.get("question"), str) or not kws or not all(isinstance(k, str) and k for k in kws):
+            raise BadRequestError(f"{Path(path).name} line {n}: expected {{\"question\": ..., \"expected\": [keywords]}}")
+        facts.append({"question": row["question"], "expected": kws})
+    return facts
+
+
+def recalled(answer: str, expected: list[str]) -> bool:
+    low = answer.lower()
+    return all(k.lower() in low for k in expected)
+
+
+def knowledge_recall(llm, facts: list[dict], *, adapter: str | None = None, max_new_tokens: int = 48,
+                     progress: bool = False) -> dict[str, Any]:
+    """Ask each question greedily and score it.
+
+    Args:
+        llm: a :class:`phikit.LLM`.
+        facts: from :func:`read_facts`.
+        adapter: passed to ``llm.chat`` when given.
+
+    Returns:
+        ``{"recall": hits/n, "hits", "n", "rows": [{question, expected, answer, ok}]}``.
+    """
+    from tqdm import tqdm
+
+    extra = {"adapter": adapter} if adapter else {}
+    rows = []
+    for f in tqdm(facts, desc="eval", disable=not progress, leave=False):
+        answer = llm.chat(f["question"], temperature=0, max_new_tokens=max_new_tokens, **extra).text
+        rows.append({**f, "answer": answer, "ok": recalled(answer, f["expected"])})
+    hits = sum(r["ok"] for r in rows)
+    return {"recall": hits / len(rows) if rows else 0.0, "hits": hits, "n": len(rows), "rows": rows}
+
+
+def perplexity(model, tokenizer, text: str = GENERAL_TEXT) -> float:
+    """exp(mean next-token cross-entropy) of ``text`` under ``model`` (one forward pass, no gradient)."""
+    import torch
+
+    ids = torch.tensor([tokenizer.encode(text, add_special_tokens=False)], device=model.device)
+    with torch.inference_mode():
+        loss = model(input_ids=ids, labels=ids).loss
+    return float(math.exp(loss.float().item()))
+
+
+def check_drift(facts_path: str | Path, *, adapter: str | None = None, model: str | None = None,
+                max_new_tokens: int = 48, progress: bool = False) -> dict[str, Any]:
+    """Score ``facts_path`` on the base model and, with ``adapter``, through it; record the check.
+
+    With an adapter, its stored after-training recall (for the same facts file) is the bar: a lower recall
+    now, or a general perplexity more than :data:`MAX_PPL_RATIO` times the base's, is drift. Each check
+    is appended to the adapter's manifest under ``checks``.
+
+    Returns:
+        ``{"base": {...}, "adapter": {...} | None, "stored_recall", "drift": reason | None}``.
+
+    Raises:
+        AdapterError: the adapter is missing, corrupt or made for another base model.
+    """
+    import time
+
+    from ..llm import load
+    from .adapter import MANIFEST, read_manifest, resolve_adapter, write_json_atomic
+    from .data import file_hash
+
+    facts = read_facts(facts_path)
+    manifest, path = None, None
+    if adapter:
+        _, path = resolve_adapter(adapter)
+        manifest = read_manifest(path)
+        model = model or manifest["base"]["source"]
+    llm = load(model, backend="transformers")
+    engine = llm.engine
+
+    def score(name: str) -> dict:
+        engine.activate(None if name == "none" else name)
+        r = knowledge_recall(llm, facts, adapter=name, max_new_tokens=max_new_tokens, progress=progress)
+        return {"recall": r["recall"], "hits": r["hits"], "n": r["n"],
+                "perplexity_general": round(perplexity(engine.model, engine.tokenizer), 3)}
+
+    name = engine.load_adapter(str(path)) if path else None
+    report: dict[str, Any] = {"base": score("none"), "adapter": None, "stored_recall": None, "drift": None}
+    if name is None:
+        return report
+    report["adapter"] = now = score(name)
+    stored = manifest.get("eval", {}).get("after", {})
+    if manifest["data"].get("eval_facts_sha256") == file_hash(facts_path) and "recall" in stored:
+        report["stored_recall"] = stored["recall"]
+        if now["recall"] < stored["recall"]:
+            report["drift"] = f"recall {now['recall']:.0%} is below the stored {stored['recall']:.0%}"
+    ratio = now["perplexity_general"] / report["base"]["perplexity_general"]
+    if ratio > MAX_PPL_RATIO:
+        report["drift"] = (report["drift"] + "; " if report["drift"] else "") + (
+            f"general perplexity is {ratio:.2f}x the base's (limit {MAX_PPL_RATIO}x)")
+    manifest.setdefault("checks", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                              "facts_sha256": file_hash(facts_path), **now, "drift": report["drift"]})
+    write_json_atomic(path / MANIFEST, manifest)
+    return report
