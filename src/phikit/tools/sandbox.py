@@ -68,8 +68,7 @@ class Limits:
 def clean_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment a tool child gets: a short allowlist, never a variable whose name looks secret."""
     env = os.environ if env is None else env
-    keep = {k: v for k, v in env.items() if (k in KEEP_ENV or k.startswith("PHIKIT_TOOL_")) and not SECRET_ENV.search(k)}
-    return keep
+    return {k: v for k, v in env.items() if (k in KEEP_ENV or k.startswith("PHIKIT_TOOL_")) and not SECRET_ENV.search(k)}
 
 
 def apply_limits(limits: Limits) -> None:
@@ -132,11 +131,12 @@ def child_main(req: dict) -> None:
         from .schema import as_tool
 
         tool = as_tool(getattr(importlib.import_module(req["module"]), req["attr"]))
-    except BaseException as exc:  # noqa: BLE001
-        out.write(json.dumps(_failure(exc)) + "\n")
-        return
-    apply_limits(Limits(**req["limits"]))
-    out.write(json.dumps(_run_in_child(tool, req["arguments"])) + "\n")
+    except BaseException as exc:  # noqa: BLE001 - an import error is the tool's failure, reported as data
+        answer = _failure(exc)
+    else:
+        apply_limits(Limits(**req["limits"]))
+        answer = _run_in_child(tool, req["arguments"])
+    out.write(json.dumps(answer) + "\n")
     out.flush()
 
 
@@ -192,6 +192,7 @@ def _fork(tool: Any, arguments: dict, limits: Limits) -> tuple[int, int, None]:
             os.setsid()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_DFL)
+            os.dup2(2, 1)  # the tool's own prints go to stderr, as in a fresh interpreter
             os.closerange(3, r)
             os.closerange(r + 1, w)
             os.closerange(w + 1, 65536)
