@@ -199,7 +199,7 @@ def plot(report: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
     for ax, key, title in zip(axes, ["b1_decode_tok_s", f"b{BATCH}_decode_tok_s", "b1_ttft_ms", "b1_cost_per_1000"],
                               ["decode tok/s, batch 1", f"decode tok/s, batch {BATCH} (aggregate)", "TTFT ms, batch 1",
-                               f"$ per 1,000 queries, batch 1 (${report['gpu_price_per_hour']}/h)"]):
+                               f"\\$ per 1,000 queries, batch 1 (\\${report['gpu_price_per_hour']}/h)"]):
         vals = [r.get(key) or 0 for r in rows]
         bars = ax.bar(range(len(names)), vals, color=["#999" if n.startswith("hf") else "#2a7" for n in names])
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
@@ -301,9 +301,16 @@ def main() -> None:
     ap.add_argument("--paths", default="hf-bf16,fast-bf16,engine,fast-int4,fast-nf4")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--equality-prompts", type=int, default=20)
+    ap.add_argument("--plot", metavar="JSON", help="only redraw the PNG and table from an earlier run's JSON")
     ap.add_argument("--smoke", action="store_true", help="tiny model on CPU: checks the script, measures nothing")
     args = ap.parse_args()
     global DEV, PROMPT_LEN, NEW_TOKENS, BATCH
+    if args.plot:
+        report = json.loads(Path(args.plot).read_text())
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        plot(report, Path(args.out) / "gpu_fast_bench.png")
+        print(table(report))
+        return
     if args.smoke:
         DEV, PROMPT_LEN, NEW_TOKENS, BATCH = "cpu", 24, 6, 2
     out = Path(args.out)

@@ -44,9 +44,9 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<
 
 def phi4_mini_config(**overrides):
     """``Phi3Config`` with Phi-4-mini's shape (overrides allowed, e.g. fewer layers for CPU tests)."""
-    from transformers import Phi3Config
-
     import copy
+
+    from transformers import Phi3Config
 
     return Phi3Config(**copy.deepcopy({**PHI4_MINI_SHAPE, **STAND_IN_TOKEN_IDS, **overrides}))  # configs edit dicts
 

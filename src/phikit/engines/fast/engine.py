@@ -158,7 +158,8 @@ class FastEngine(LocalEngine):
 
     def token_steps(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
         """Yield one token id per step: prefill, then one graph replay per token; sampling on the GPU."""
-        from ..transformers import sample  # the same processors, penalty and warpers as the transformers backend
+        # the same logits processors, repetition penalty and warpers as the transformers backend, on the GPU
+        from ..transformers import sample
 
         dev = self.model.device
         with self._lock:
