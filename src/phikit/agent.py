@@ -18,21 +18,23 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engines import Done, Usage
+from .engines import Done, TextDelta, Usage
 from .errors import PhikitError
 from .prompt import normalize_messages
 from .tools.chat import StepDone, ToolCallEvent, check_choice, step
+from .tools.provenance import ask_user, label, missing_identifiers
 from .tools.schema import Tool, ToolCallError, as_tools, validate_call
 
 Guard = Callable[[dict, list], "str | None"]  # guard(call, messages) -> a reason to block, or None
 ToolCall = ToolCallEvent
+RAW_CALL = ("functools", "<|tool_call|>", "<tool_call>")  # call syntax written as text in an answer-only turn
 
 
 @dataclass(frozen=True)
 class ToolResult:
     """The outcome of one call: ``content`` is the JSON text the model sees; ``error`` is True when the tool
     failed, timed out or was blocked (``status`` says which: ``ok`` | ``error`` | ``timeout`` | ``blocked`` |
-    ``denied``)."""
+    ``denied`` | ``repeated``)."""
 
     call_id: str
     name: str
@@ -84,9 +86,16 @@ def run_agent(
     confirm: Callable[[dict], bool] | None = None,
     allow: Sequence[str] | None = None,
     timeout_s: float | None = None,
+    check_identifiers: bool = True,
     **params: Any,
 ) -> Iterator[Any]:
     """Answer with tools, streaming events.
+
+    Three rules keep the loop honest. An identifier argument (an order id, e-mail, account number:
+    :mod:`phikit.tools.provenance`) whose value the user never wrote is not executed: the model gets an
+    error result, and the run ends by asking the user for it. A call identical to an earlier one (same name
+    and arguments) is not run again: the model gets the earlier result and must answer in text. The run
+    always ends with a non-empty answer.
 
     Args:
         llm: a loaded :class:`~phikit.llm.LLM`.
@@ -102,6 +111,7 @@ def run_agent(
             are returned unexecuted in ``AgentDone.pending_calls`` and the run stops.
         allow: the tool names this agent may run (default: all declared tools).
         timeout_s: per-call time limit overriding each tool's ``timeout_s``.
+        check_identifiers: block identifier arguments that do not appear in the user's messages.
         **params: sampling parameters for every turn.
 
     Yields:
@@ -120,14 +130,16 @@ def run_agent(
     allowed = set(allow) if allow is not None else {t.name for t in tool_list}
     log = AuditLog(audit_log) if audit_log is not None and not isinstance(audit_log, AuditLog) else audit_log
     msgs = normalize_messages(messages)
+    user_texts = [_text(m) for m in msgs if m.get("role") == "user"]  # before any repair turn is added
     calls_made: list[dict] = []
     results: list[ToolResult] = []
+    seen: dict[str, ToolResult] = {}  # name + canonical arguments -> the result of the first such call
     prompt_tokens = completion_tokens = 0
     ttft_ms, decode_s = None, 0.0
-    repaired = False
+    repaired = answer_now = False
     for n in range(max_steps):
         choice = tool_choice if n == 0 else "auto"
-        if n == max_steps - 1 and n > 0:
+        if (n == max_steps - 1 and n > 0) or answer_now:
             choice = "none"
         turn = None
         for ev in step(llm, msgs, tool_list, tool_choice=choice, **params):
@@ -150,19 +162,34 @@ def run_agent(
                      "Reply with one corrected call, or answer in plain text."}]
             continue
         if not turn.calls:
-            yield _final(d.finish_reason, turn.content, (), n + 1, prompt_tokens, completion_tokens, ttft_ms, decode_s, calls_made, results, msgs)
+            text = turn.content
+            if not text.strip() or text.lstrip().startswith(RAW_CALL):  # always an answer, never a raw call
+                text = _fallback_answer(results)
+                yield TextDelta(text)
+            yield _final(d.finish_reason, text, (), n + 1, prompt_tokens, completion_tokens, ttft_ms, decode_s, calls_made, results, msgs)
             return
         msgs = [*msgs, {"role": "assistant", "content": turn.content, "tool_calls": turn.calls}]
-        pending = []
+        pending, missing, repeats = [], [], 0
         for call in turn.calls:
             yield ToolCall(call)
             tool, args = validate_call(call, tool_list)  # step() validated; this returns the parsed args
-            result = _policy(call, tool, msgs, allowed, guards, confirm)
+            key = f"{tool.name}\0{json.dumps(args, sort_keys=True, ensure_ascii=False)}"
+            lacking = missing_identifiers(tool.parameters, args, user_texts) if check_identifiers else []
+            missing += lacking
+            if lacking:
+                result = _not_from_user(call["id"], tool.name, lacking)
+            elif key in seen:
+                repeats += 1
+                result = ToolResult(call["id"], tool.name, json.dumps({"error": (
+                    f"not run again: this exact call was already made and returned {seen[key].content}; "
+                    "answer the user in plain text now")}, ensure_ascii=False), "repeated")
+            else:
+                result = _policy(call, tool, msgs, allowed, guards, confirm)
             if result == "pending":
                 pending.append(call)
                 continue
             if result is None:
-                result = execute(tool, args, call["id"], timeout_s, log)  # audits intent and result itself
+                result = seen[key] = execute(tool, args, call["id"], timeout_s, log)  # audits intent and result itself
             elif log is not None:  # blocked or declined: recorded, never run
                 log.append({"event": "refused", "tool": tool.name, "call_id": call["id"], "arguments": args,
                             "status": result.status, "result": result.content})
@@ -174,7 +201,40 @@ def run_agent(
         if pending:
             yield _final("tool_calls", turn.content, pending, n + 1, prompt_tokens, completion_tokens, ttft_ms, decode_s, calls_made, results, msgs)
             return
-    yield _final("tool_calls", "", (), max_steps, prompt_tokens, completion_tokens, ttft_ms, decode_s, calls_made, results, msgs)
+        if missing:  # ask the user for the id; the model's guess is never looked up
+            text = ask_user(missing)
+            msgs = [*msgs, {"role": "assistant", "content": text}]
+            yield TextDelta(text)
+            yield _final("stop", text, (), n + 1, prompt_tokens, completion_tokens, ttft_ms, decode_s, calls_made, results, msgs)
+            return
+        answer_now = answer_now or repeats == len(turn.calls)  # only repeats: the next turn must answer
+    text = _fallback_answer(results)  # every turn called tools: end with an answer all the same
+    yield TextDelta(text)
+    yield _final("stop", text, (), max_steps, prompt_tokens, completion_tokens, ttft_ms, decode_s, calls_made, results, msgs)
+
+
+def _text(message: dict) -> str:
+    content = message.get("content") or ""
+    if isinstance(content, list):  # OpenAI content parts
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return str(content)
+
+
+def _not_from_user(call_id: str, name: str, lacking: Sequence[tuple[str, str]]) -> ToolResult:
+    """The error result for a call whose identifier arguments the user never gave."""
+    shown = ", ".join(f"{arg}={value!r}" for arg, value in lacking)
+    wanted = " and ".join(dict.fromkeys(label(arg) for arg, _ in lacking))
+    return ToolResult(call_id, name, json.dumps({"error": (
+        f"not run: {shown} does not appear in the user's messages; ask the user for the {wanted} "
+        "instead of guessing it")}, ensure_ascii=False), "blocked")
+
+
+def _fallback_answer(results: Sequence[ToolResult]) -> str:
+    """The answer when the model wrote none: the last successful tool result, shown as data, or an apology."""
+    ok = [r for r in results if not r.error]
+    if ok:
+        return f"(the model wrote no answer; the last tool result was {ok[-1].name}: {ok[-1].content})"
+    return "Sorry, I could not answer that. Please rephrase the question or add detail."
 
 
 def _final(reason, text, pending, steps, prompt_tokens, completion_tokens, ttft_ms, decode_s, calls, results, msgs):

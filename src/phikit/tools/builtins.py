@@ -273,10 +273,10 @@ def order_status(order_id: str, db_path: str | Path | None = None) -> dict:
 
 @tool
 def get_order_status(order_id: str) -> dict:
-    """Look up the status of a customer order by its id (e.g. "A1001").
+    """Look up the status of a customer order by the order id the customer gave.
 
     Args:
-        order_id: the order id, e.g. "A1001".
+        order_id: the order id exactly as the customer wrote it; never guess one.
     """
     return order_status(order_id)
 

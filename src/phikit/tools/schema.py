@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,8 +70,19 @@ class Tool:
         return {"type": "function", "function": self.plain()}
 
     def plain(self) -> dict:
-        """The seeds' / Phi-4-mini's plain form ``{"name", "description", "parameters"}``."""
-        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+        """The seeds' / Phi-4-mini's plain form ``{"name", "description", "parameters"}`` (phikit's own
+        ``x-phikit-*`` schema marks left out: they are for phikit, not the model)."""
+        from .provenance import strip_marks
+
+        return {"name": self.name, "description": self.description, "parameters": strip_marks(self.parameters)}
+
+    @property
+    def identifiers(self) -> list[str]:
+        """Arguments that name a record (order id, e-mail, account number): they must come from the user
+        (:mod:`phikit.tools.provenance`)."""
+        from .provenance import identifier_args
+
+        return identifier_args(self.parameters)
 
     def run(self, arguments: dict) -> Any:
         """Call the function with validated ``arguments`` (coerced through the pydantic model if any)."""
@@ -121,6 +132,7 @@ def tool(
     name: str | None = None,
     requires_confirmation: bool = False,
     timeout_s: float = 10.0,
+    identifiers: Sequence[str] | None = None,
 ) -> Any:
     """Turn a typed, documented function into a :class:`Tool` (usable bare or with options).
 
@@ -140,6 +152,9 @@ def tool(
         name: the tool name (default: the function's name).
         requires_confirmation: ask before running it.
         timeout_s: execution time limit, seconds.
+        identifiers: the arguments that name a record and must come from the user's messages; None
+            recognizes them by name (``order_id``, ``email``, ...; :mod:`phikit.tools.provenance`), ``[]``
+            marks none.
 
     Returns:
         A :class:`Tool` (still callable like the function).
@@ -149,7 +164,8 @@ def tool(
             name outside ``[A-Za-z0-9_-]{1,64}``.
     """
     if fn is None:
-        return lambda f: tool(f, name=name, requires_confirmation=requires_confirmation, timeout_s=timeout_s)
+        return lambda f: tool(f, name=name, requires_confirmation=requires_confirmation, timeout_s=timeout_s,
+                              identifiers=identifiers)
     from typing import get_type_hints
 
     from pydantic import Field, create_model
@@ -176,6 +192,14 @@ def tool(
     model = create_model(f"{tool_name}_arguments", **fields)
     parameters = _strip_titles(model.model_json_schema())
     parameters.setdefault("properties", {})
+    if identifiers is not None:
+        from .provenance import IDENTIFIER_KEY
+
+        unknown = sorted(set(identifiers) - set(parameters["properties"]))
+        if unknown:
+            raise ToolDefinitionError(f"tool {tool_name!r}: identifiers names unknown argument(s) {', '.join(unknown)}")
+        for pname, prop in parameters["properties"].items():
+            prop[IDENTIFIER_KEY] = pname in identifiers
     return Tool(tool_name, description, parameters, fn, requires_confirmation, timeout_s, model)
 
 
