@@ -108,6 +108,7 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of streaming.")] = False,
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
+    adapter: Annotated[Optional[str], typer.Option("--adapter", help="LoRA adapter (name or folder) from phikit tune; picks the transformers backend.")] = None,
 ) -> None:
     """Answer one question, streaming tokens to the terminal."""
     from ..errors import BadRequestError
@@ -118,6 +119,9 @@ def ask(
         raise BadRequestError("the question is empty: pass the text to ask, e.g. phikit ask \"What is RAG?\"")
     params = params_from_cli(max_tokens, temperature, top_p, top_k, seed, stop)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    if adapter:  # LoRA adapters run through peft on the transformers backend (docs/lora.md)
+        params["adapter"] = adapter
+        backend = "transformers" if backend == "auto" else backend
     llm = load_llm(model, backend, precision, base_url, api_key)
     tool_names = [t.strip() for t in tools.split(",") if t.strip()] if tools else None
     # The CLI runs the tools it is given (the agent loop: policy, isolation, audit log), with or without a KB.
