@@ -9,7 +9,6 @@ start, and so miss the cache, on every later turn.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,17 +127,3 @@ class ChatSession:
 
     def messages(self) -> list[dict]:
         return list(self.history)
-
-
-def stream_turn(llm: Any, messages: list[dict], *, cot: bool = False, kb: Any = None, tools: list | None = None,
-                tool_choice: str = "auto", audit_log: Any = None, confirm: Any = None, **params: Any) -> Iterator[Any]:
-    """One reply's events, as ``phikit ask`` makes them: grounded in ``kb`` (with citations), or through the
-    agent loop with ``tools`` (calls run, results fed back; the last event an ``AgentDone``), or plain."""
-    if kb is not None:
-        extra = {"tools": tools, "tool_choice": tool_choice} if tools else {}
-        return llm.chat(messages, stream=True, cot=cot, kb=kb, **extra, **params)
-    if tools:
-        from .agent import run_agent
-
-        return run_agent(llm, messages, tools, tool_choice=tool_choice, audit_log=audit_log, confirm=confirm, **params)
-    return llm.chat(messages, stream=True, cot=cot, **params)
