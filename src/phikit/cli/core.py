@@ -167,20 +167,22 @@ def chat(
     with a note on stderr.
     """
     from ..errors import BadRequestError, PhikitError
-    from ..session import ChatSession, command, help_text, message_text, stream_turn
+    from ..pipeline import Request, run
+    from ..session import ChatSession, command, help_text, message_text
 
     params = params_from_cli(max_tokens, temperature, 1.0, 0, seed, [])
     if ctx is not None and ctx < 64:
         raise BadRequestError("--ctx must be at least 64 tokens")
     llm = _load_for_chat(model, backend, precision, ctx)
     tool_names = [t.strip() for t in tools.split(",") if t.strip()] if tools else None
-    turn_opts: dict = {"cot": cot, "kb": kb, "tools": tool_names, "tool_choice": tool_choice}
-    if tool_names and not kb:
+    # each turn is one pipeline request, as in `phikit ask`: tools run through the agent loop, kb grounds
+    policy: dict = {}
+    if tool_names:
         from ..tools.audit import AuditLog
         from ..tools.schema import as_tools
 
         as_tools(tool_names)  # an unknown tool name fails here, before the first turn
-        turn_opts.update(audit_log=AuditLog(), confirm=_confirm_on_terminal)
+        policy = {"audit_log": AuditLog(), "confirm": _confirm_on_terminal}
     # room for the reply plus what the request adds to the prompt (retrieved passages, the tools block)
     reserve = max_tokens + (1536 if kb else 0) + (512 if tool_names else 0) + (128 if cot else 0)
     session = ChatSession(llm, system=system, window=ctx, reserve=reserve)
@@ -213,7 +215,9 @@ def chat(
         if dropped:
             print(dropped, file=sys.stderr)
         try:
-            done = stream_to_terminal(stream_turn(llm, session.messages(), **turn_opts, **params))
+            req = Request(session.messages(), tools=tool_names, tool_choice=tool_choice,
+                          execute_tools=bool(tool_names), kb=kb, cot=cot, params=params, **policy)
+            done = stream_to_terminal(run(llm, req))
         except KeyboardInterrupt:
             session.undo_user()
             print("\n(interrupted)", file=sys.stderr)
