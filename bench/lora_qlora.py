@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--profile", action="store_true", help="Profile one step of each collator on the same model.")
+    ap.add_argument("--warmup", action="store_true", help="Train 3 untimed steps first (start-up costs).")
     ap.add_argument("--json", help="Write the results here.")
     ap.add_argument("--profile-out", help="Write the profiler tables here.")
     args = ap.parse_args()
@@ -124,6 +125,9 @@ def main() -> None:
     write_s = time.perf_counter() - t0
 
     cfg = TuneConfig(max_steps=args.steps, batch_size=args.batch, learning_rate=args.lr, save_steps=10**6)
+    if args.warmup:  # a few steps first, so neither timed run pays CUDA/cuBLAS/bitsandbytes start-up
+        tune(args.data, work / "warmup", model=str(model_dir), config=TuneConfig(max_steps=3, save_steps=10**6),
+             progress=False, register=False)
     manifest = tune(args.data, work / "adapter", model=str(model_dir), config=cfg, progress=False, register=False)
     t = manifest["training"]
     ours = {"steps": t["steps"], "seconds": t["seconds"], "step_ms": round(1000 * t["seconds"] / t["steps"], 1),
