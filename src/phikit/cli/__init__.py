@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("PHIKIT_RAISE_ERRORS"):
             raise
         fail(str(exc))
-    except typer.Exit as exc:  # raised past click's own handling (e.g. from a callback); normally returned
+    except typer.Exit as exc:  # click returns an Exit's code (below); this is for one raised outside it
         raise SystemExit(exc.exit_code) from None
     except NoArgsIsHelpError as exc:  # `phikit` or `phikit kb` alone: the help, on stderr
         exc.show()
