@@ -190,7 +190,7 @@ class LLM:
             from .tools.chat import chat as tool_chat
 
             return tool_chat(self, messages, stream=stream, tools=tools, tool_choice=tool_choice,
-                             response_format=response_format, **params)
+                             response_format=response_format, cot=cot, **params)
         events = self.stream(messages, cot=cot, tools=tools, **params)
         if stream:
             return events

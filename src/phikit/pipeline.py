@@ -90,11 +90,11 @@ def run(llm: Any, req: Request) -> Iterator[Any]:
         return _tools_then_kb(llm, req)
     if req.execute_tools:
         events = _agent(llm, req, req.params)
-    elif req.kb is not None:
+    elif req.kb is not None:  # splits its own reasoning: only the answer is checked against the passages
         from .rag.grounded import grounded_chat
 
-        events = grounded_chat(llm, req.messages, req.kb, stream=True, cot=req.cot, tools=req.tools,
-                               tool_choice=req.tool_choice, **req.params)
+        return grounded_chat(llm, req.messages, req.kb, stream=True, cot=req.cot, tools=req.tools,
+                             tool_choice=req.tool_choice, **req.params)
     else:
         events = llm.chat(req.messages, stream=True, cot=req.cot, tools=req.tools, tool_choice=req.tool_choice,
                           response_format=req.response_format, **req.params)
@@ -139,9 +139,8 @@ def _tools_then_kb(llm: Any, req: Request) -> Iterator[Any]:
     for call in agent_done.tool_calls:
         for value in _strings(call["function"].get("arguments")):
             question = question.replace(value, "")
-    kb_events = grounded_chat(llm, question, req.kb, stream=True, cot=req.cot, **req.params)
     kb_done = None
-    for ev in split_reasoning(kb_events) if req.cot else kb_events:
+    for ev in grounded_chat(llm, question, req.kb, stream=True, cot=req.cot, **req.params):
         if isinstance(ev, Done):
             kb_done = ev
         else:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cot import ReasoningDelta, split_reasoning
 from ..engines import Done, TextDelta, Usage
 from ..errors import BadRequestError
 from . import DEFAULT_ABSTAIN_TEXT
@@ -323,6 +324,9 @@ def _events(llm, msgs, question, base, cot, tools, tool_choice, opts, params):
     cancel = _EitherCancel(params.get("cancel"))
     params = {**params, "stop": ((stop,) if isinstance(stop, str) else tuple(stop)) + STOP, "cancel": cancel}
     events = llm.chat(build_messages(msgs, hits), stream=True, cot=cot, **extra, **params)
+    if cot:  # the steps go out as reasoning, unchecked and labelled; only the answer is checked and cited
+        events = split_reasoning(events)
+    steps: list[str] = []
     guard = make_injection_guard(question, [h.chunk.text for h in hits])
     checker = _SentenceStream(question, hits, opts.min_support)
     done = None
@@ -335,6 +339,9 @@ def _events(llm, msgs, question, base, cot, tools, tool_choice, opts, params):
                     yield TextDelta(text)
                 # the rest is not trusted: stop generating (CoT steps run on to their Answer: line)
                 cancel.ours = checker.drifted() and not cot
+            elif isinstance(ev, ReasoningDelta):
+                steps.append(ev.text)
+                yield ev
             elif isinstance(ev, Done):
                 done = ev
             elif isinstance(getattr(ev, "call", None), dict) and (why := guard(ev.call, msgs)):
@@ -368,8 +375,9 @@ def _events(llm, msgs, question, base, cot, tools, tool_choice, opts, params):
         yield TextDelta(answer)
     yield info
     _log(llm, base, question, hits, info, answer, opts)
+    text = f"{''.join(steps).rstrip()}\nAnswer: {answer}".lstrip() if cot else answer  # parse_cot splits it again
     yield Done(finish_reason=finish, usage=usage, ttft_ms=done.ttft_ms if done else 0.0,
-               tokens_per_s=done.tokens_per_s if done else 0.0, text=answer)
+               tokens_per_s=done.tokens_per_s if done else 0.0, text=text)
 
 
 class _SentenceStream:
@@ -537,4 +545,4 @@ def grounded_chat(llm, messages: Any, kb: Any, *, stream: bool = False, cot: boo
     events = grounded_stream(llm, messages, kb, cot=cot, tools=tools, tool_choice=tool_choice, opts=opts, **params)
     if stream:
         return events
-    return finish(events, model=llm.model, backend=llm.backend, cot=False)  # merges Citations.extra
+    return finish(events, model=llm.model, backend=llm.backend, cot=cot)  # merges Citations.extra

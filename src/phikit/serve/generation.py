@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..cot import ReasoningDelta
 from ..engines import Done, TextDelta
 from ..errors import BadRequestError
+from ..tools.chat import ToolCallEvent
 
 
 class NotSupportedError(Exception):
@@ -35,24 +37,12 @@ class ChatJob:
     execute_tools: bool = False
     raw_prompt: str | None = None  # /v1/completions and /api/generate with raw=true: no chat template
 
-    def chat_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {"cot": self.cot}
-        if self.tools:
-            kw["tools"] = self.tools
-            if self.tool_choice is not None:
-                kw["tool_choice"] = self.tool_choice
-        if self.response_format is not None:
-            kw["response_format"] = self.response_format
-        if self.kb is not None:
-            kw["kb"] = self.kb
-        return kw
-
 
 @dataclass
 class Part:
     """A piece of a reply, API-neutral.
 
-    ``kind`` is ``text`` (``text``), ``tool_calls`` (``tool_calls``: OpenAI-shaped, unexecuted), ``event``
+    ``kind`` is ``text`` (``text``), ``reasoning`` (``text``: CoT steps), ``tool_calls`` (``tool_calls``: OpenAI-shaped, unexecuted), ``event``
     (``data``: citations, retrieved passages, executed tool calls and results) or ``done`` (``done``:
     the engine's :class:`Done`; ``data``: phikit extras for the response; ``finish_reason``: the API's).
     """
@@ -73,20 +63,22 @@ class Collected:
     text: str
     first_at: float | None
     last: Part
+    reasoning: str = ""
 
 
 async def collect(gen: AsyncIterator[Part]) -> Collected:
     """Drain a generation's parts into one :class:`Collected` (every non-streamed route uses this)."""
     text: list[str] = []
+    reasoning: list[str] = []
     first_at, last = None, None
     async for p in gen:
-        if p.kind == "text":
+        if p.kind in ("text", "reasoning"):
             first_at = first_at or time.perf_counter()
-            text.append(p.text)
+            (text if p.kind == "text" else reasoning).append(p.text)
         elif p.kind == "done":
             last = p
     assert last is not None, "parts() always ends with a done part"
-    return Collected("".join(text), first_at, last)
+    return Collected("".join(text), first_at, last, "".join(reasoning))
 
 
 def new_id(prefix: str) -> str:
@@ -115,16 +107,32 @@ def check_params(params: dict[str, Any]) -> None:
     sampling_params(**params)
 
 
+def check_pipeline(job: ChatJob) -> None:
+    """Refuse a combination the pipeline cannot honour now, as a 400, before the job is queued.
+
+    Raises:
+        BadRequestError: the pair at fault (see :data:`phikit.pipeline.REFUSED`).
+    """
+    from ..pipeline import Request, check
+
+    check(Request(job.messages, tools=job.tools or (builtin_tool_names() if job.execute_tools else None), kb=job.kb,
+                  cot=job.cot, response_format=job.response_format, execute_tools=job.execute_tools))
+
+
 def start_job(llm, job: ChatJob):
-    """The callable :meth:`ModelWorker.stream` runs in its thread: ``cancel -> iterator of events``."""
+    """The callable :meth:`ModelWorker.stream` runs in its thread: ``cancel -> iterator of events``, through
+    the one request pipeline (:mod:`phikit.pipeline`) like every other surface."""
+    from ..pipeline import Request, run
 
     def start(cancel) -> Iterator[Any]:
         params = {**job.params, "cancel": cancel}
         if job.raw_prompt is not None:
             return context_guard(llm, raw_completion(llm, job.raw_prompt, params))
+        req = Request(job.messages, tools=job.tools, tool_choice=job.tool_choice or "auto", kb=job.kb, cot=job.cot,
+                      response_format=job.response_format, params=params)
         if job.execute_tools:
-            return run_agent_events(llm, job, params)
-        return context_guard(llm, llm.chat(job.messages, stream=True, **job.chat_kwargs(), **params))
+            server_policy(req)
+        return context_guard(llm, run(llm, req))
 
     return start
 
@@ -183,29 +191,25 @@ def builtin_tool_names() -> list[str]:
     return sorted(BUILTINS)
 
 
-def run_agent_events(llm, job: ChatJob, params: dict[str, Any]) -> Iterator[Any]:
-    """Run phikit's agent loop with the server's built-in tools (``phikit.execute_tools``).
-
-    Only built-in tools run on the server (a client cannot make it run arbitrary code): ``tools`` names a
-    subset of them, or is omitted for all.
+def server_policy(req) -> None:
+    """``phikit.execute_tools``: the same policy as the CLI's agent, for the server's built-in tools only (a
+    client cannot make the server run code of its own): an allowlist of built-ins, identifier provenance
+    and guards in the agent loop, isolated execution, the audit log; tools that need a person's
+    confirmation are returned as ``pending_tool_calls``, never run.
 
     Raises:
-        NotSupportedError: the agent loop is not available in this build.
-        BadRequestError: a tool that is not built in, or options the agent loop does not take.
+        BadRequestError: a tool that is not built in.
     """
-    try:
-        from ..agent import run_agent
-        from ..tools.builtins import BUILTINS
-    except ImportError:
-        raise NotSupportedError("execute_tools is not available: this phikit build has no agent loop") from None
-    names = [t["function"]["name"] for t in job.tools] if job.tools else sorted(BUILTINS)
+    from ..tools.audit import AuditLog
+    from ..tools.builtins import BUILTINS
+
+    names = [t["function"]["name"] for t in req.tools] if req.tools else sorted(BUILTINS)
     unknown = [n for n in names if n not in BUILTINS]
     if unknown:
         raise BadRequestError(f"execute_tools runs only the server's built-in tools ({', '.join(sorted(BUILTINS))}); "
                               f"{', '.join(unknown)} is not one of them: drop execute_tools to get the calls back instead")
-    if job.kb is not None or job.cot or job.response_format is not None:
-        raise BadRequestError("execute_tools cannot be combined with kb, cot or response_format in one request")
-    return run_agent(llm, job.messages, [BUILTINS[n] for n in names], tool_choice=job.tool_choice or "auto", **params)
+    req.tools = [BUILTINS[n] for n in names]
+    req.execute_tools, req.allow, req.confirm, req.audit_log = True, names, None, AuditLog()
 
 
 def _event_data(ev: Any) -> dict[str, Any]:
@@ -236,6 +240,8 @@ async def parts(events: AsyncIterator[Any], job: ChatJob) -> AsyncIterator[Part]
     async for ev in events:
         if isinstance(ev, TextDelta):
             yield Part("text", text=ev.text)
+        elif isinstance(ev, ReasoningDelta):
+            yield Part("reasoning", text=ev.text)
         elif isinstance(ev, Done):
             if calls:
                 yield Part("tool_calls", tool_calls=calls)
@@ -248,10 +254,12 @@ async def parts(events: AsyncIterator[Any], job: ChatJob) -> AsyncIterator[Part]
                     extras["note"] = parsed.note
             if events_seen:
                 extras["events"] = events_seen
+            if getattr(ev, "pending_calls", None):
+                extras["pending_tool_calls"] = list(ev.pending_calls)  # requires_confirmation: not run
             finish = "tool_calls" if calls else ("length" if ev.finish_reason == "length" else "stop")
             yield Part("done", done=ev, data=extras, finish_reason=finish, tool_calls=calls)
             return
-        elif type(ev).__name__ == "ToolCallEvent" and not job.execute_tools:
+        elif isinstance(ev, ToolCallEvent) and not job.execute_tools:
             calls.append(ev.call)
         else:
             data = _event_data(ev)

@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from .. import __version__
 from ..prompt import normalize_messages
 from .app import APIError, ServerState, to_api_error
-from .generation import ChatJob, Part, check_params, collect, sampling
+from .generation import ChatJob, Part, check_params, check_pipeline, collect, sampling
 from .limits import check as check_limits
 from .openai_api import check_embedding_model, queued_embed, record, run_parts, started, until_disconnect
 from .schemas import (
@@ -102,13 +102,18 @@ async def chat(req: OllamaChatRequest, request: Request):
     params, fmt = ollama_params(req.options, req.format)
     messages = normalize_messages([ollama_message(m.model_dump(exclude_none=True)) for m in req.messages])
     tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
-    job = ChatJob(messages=messages, params=params, tools=tools, response_format=fmt, kb=state.pick_kb(req.phikit.kb))
+    job = ChatJob(messages=messages, params=params, tools=tools, response_format=fmt, kb=state.pick_kb(req.phikit.kb),
+                  cot=req.phikit.cot, execute_tools=req.phikit.execute_tools)
+    check_pipeline(job)
     model, t0 = req.model or state.model, time.perf_counter()
     gen = run_parts(state, job)
 
     def line(p: Part) -> dict | None:
         if p.kind == "text":
             return {"model": model, "created_at": now(), "message": {"role": "assistant", "content": p.text}, "done": False}
+        if p.kind == "reasoning":  # Ollama's field for a thinking model's steps
+            return {"model": model, "created_at": now(), "done": False,
+                    "message": {"role": "assistant", "content": "", "thinking": p.text}}
         if p.kind == "tool_calls":
             return {"model": model, "created_at": now(), "done": False,
                     "message": {"role": "assistant", "content": "", "tool_calls": ollama_tool_calls(p.tool_calls)}}
@@ -127,6 +132,8 @@ async def chat(req: OllamaChatRequest, request: Request):
         record(state, "/api/chat", got.last.done, t0, got.first_at, len(calls))
         out = line(got.last)
         out["message"]["content"] = got.text
+        if job.cot:
+            out["message"]["thinking"] = got.reasoning
         if calls:
             out["message"]["tool_calls"] = ollama_tool_calls(calls)
         return out

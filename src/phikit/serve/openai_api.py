@@ -18,7 +18,17 @@ from fastapi.responses import StreamingResponse
 
 from ..prompt import normalize_messages
 from .app import APIError, ServerState, error_body, to_api_error
-from .generation import ChatJob, Part, check_params, collect, new_id, parts, sampling, start_job
+from .generation import (
+    ChatJob,
+    Part,
+    check_params,
+    check_pipeline,
+    collect,
+    new_id,
+    parts,
+    sampling,
+    start_job,
+)
 from .limits import check as check_limits
 from .schemas import (
     ERROR_RESPONSES,
@@ -92,10 +102,11 @@ def chat_job(state: ServerState, req: ChatCompletionRequest) -> ChatJob:
                            param="response_format")
         if kind == "text":
             fmt = None
-    execute = req.phikit.execute_tools
-    kb = state.pick_kb(req.phikit.kb if req.phikit.kb is not None or not execute else False)
-    return ChatJob(messages=messages, params=request_params(req), tools=tools, tool_choice=req.tool_choice,
-                   response_format=fmt, cot=req.phikit.cot, kb=kb, execute_tools=execute)
+    job = ChatJob(messages=messages, params=request_params(req), tools=tools, tool_choice=req.tool_choice,
+                  response_format=fmt, cot=req.phikit.cot, kb=state.pick_kb(req.phikit.kb),
+                  execute_tools=req.phikit.execute_tools)
+    check_pipeline(job)
+    return job
 
 
 async def run_parts(state: ServerState, job: ChatJob) -> AsyncIterator[Part]:
@@ -201,9 +212,9 @@ async def collect_chat(state, gen, rid, created, model, job: ChatJob, t0) -> dic
     first_at = got.first_at or (t0 + done.ttft_ms / 1000)
     record(state, "/v1/chat/completions", done, t0, first_at, len(calls))
     content = got.text
-    if job.cot and data.get("answer"):
-        content = data["answer"]
     message: dict[str, Any] = {"role": "assistant", "content": content or (None if calls else ""), "refusal": None}
+    if job.cot:  # the steps apart from the answer, as vLLM's reasoning parsers and DeepSeek's API send them
+        message["reasoning_content"] = got.reasoning
     if calls:
         message["tool_calls"] = calls
     return {
@@ -231,6 +242,9 @@ async def chat_sse(state, stream, rid, created, model, include_usage: bool, t0) 
             if p.kind == "text":
                 first_at = first_at or time.perf_counter()
                 yield sse(chunk({"content": p.text}))
+            elif p.kind == "reasoning":
+                first_at = first_at or time.perf_counter()
+                yield sse(chunk({"reasoning_content": p.text}))
             elif p.kind == "tool_calls":
                 for i, call in enumerate(p.tool_calls):
                     yield sse(chunk({"tool_calls": [{"index": i, **call}]}))

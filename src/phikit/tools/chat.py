@@ -218,6 +218,7 @@ def chat(
     tools: Any = None,
     tool_choice: Any = "auto",
     response_format: dict | None = None,
+    cot: bool = False,
     **params: Any,
 ):
     """``LLM.chat`` with tools or a response format, OpenAI semantics: calls are returned, never run.
@@ -234,7 +235,7 @@ def chat(
     from ..llm import ChatResult
 
     tool_list = as_tools(tools)
-    events = step(llm, messages, tool_list, tool_choice=tool_choice, response_format=response_format, **params)
+    events = step(llm, messages, tool_list, tool_choice=tool_choice, response_format=response_format, cot=cot, **params)
     if stream:
         return _stream(events)
     result = None
@@ -250,6 +251,11 @@ def chat(
                 result.extra["tool_calls"] = ev.calls
                 if ev.errors:
                     result.extra["invalid_tool_calls"] = ev.errors
+            if cot and not ev.calls:
+                from ..cot import parse_cot
+
+                parsed = parse_cot(d.text)
+                result.answer, result.reasoning, result.note = parsed.answer, parsed.reasoning, parsed.note
     return result
 
 

@@ -177,6 +177,9 @@ def _tokenizer_info(engine: Any):
         # special=False maps control tokens to b"", which xgrammar treats as special: never allowed in JSON.
         vocab = [engine.llm.detokenize([i], special=False) for i in range(width)]
         return xgr.TokenizerInfo(vocab, xgr.VocabType.RAW, vocab_size=width, stop_token_ids=stop), width
+    if hasattr(engine, "token_bytes"):  # any other engine that lists its vocabulary as bytes, id order
+        vocab = engine.token_bytes()
+        return xgr.TokenizerInfo(vocab, xgr.VocabType.RAW, vocab_size=len(vocab), stop_token_ids=stop), len(vocab)
     raise BadRequestError(f"constrained decoding is not available on the {getattr(engine, 'name', '?')} backend")
 
 

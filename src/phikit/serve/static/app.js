@@ -172,13 +172,22 @@ function renderCitations(msg, info) {
   msg.append(box);
 }
 
+// Reasoning steps (delta.reasoning_content, then the final phikit.reasoning) in one folded box above the answer.
+function showReasoning(msg, text) {
+  let fold = msg.querySelector("details.reasoning");
+  if (!fold) {
+    fold = el("details", "reasoning");
+    fold.append(el("summary", null, "Reasoning"), el("pre", null, ""));
+    msg.querySelector(".body").before(fold);
+  }
+  fold.querySelector("pre").textContent = text;
+}
+
 function finishMessage(msg, extras, usage) {
   msg.querySelector(".checking")?.remove();
   const body = msg.querySelector(".body");
   if (extras.reasoning && $("cot").checked) {
-    const fold = el("details", "reasoning");
-    fold.append(el("summary", null, "Reasoning"), el("pre", null, extras.reasoning));
-    body.before(fold);
+    showReasoning(msg, extras.reasoning);
     if (extras.answer) renderMarkdown(body, extras.answer);
     else if (extras.note) msg.append(el("div", "note", "Note: " + extras.note));
   }
@@ -204,12 +213,13 @@ async function send(text) {
     temperature: Number($("temperature").value),
     phikit: { cot: $("cot").checked },
   };
-  if (serverKbs.length) request.phikit.kb = $("kb").checked && !$("tools").checked;
+  if (serverKbs.length) request.phikit.kb = $("kb").checked;
   if ($("tools").checked) request.phikit.execute_tools = true;
   controller = new AbortController();
   $("send").hidden = true;
   $("stop").hidden = false;
   let answer = "";
+  let reasoning = "";
   let extras = {};
   let usage = null;
   const calls = [];
@@ -244,6 +254,10 @@ async function send(text) {
           if (chunk.phikit && chunk.phikit.event) renderEvent(msg, chunk.phikit.event);
           const choice = (chunk.choices || [])[0];
           if (!choice) continue;
+          if (choice.delta.reasoning_content) {
+            reasoning += choice.delta.reasoning_content;
+            showReasoning(msg, reasoning);
+          }
           if (choice.delta.content) {
             answer += choice.delta.content;
             renderMarkdown(body, answer);
