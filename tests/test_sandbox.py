@@ -156,9 +156,9 @@ def _cli(*args, env=None, timeout=60):
 
 
 def test_cli_tools_run_fails_fast_and_clearly_on_a_huge_round(tmp_path):
-    """The huge round costs no more than a trivial call: start-up (the script, then the tool's fresh
-    interpreter) is all there is. On a quiet 2-core box both take well under 2 s (docs/security.md); under
-    load the start-up grows, so the bound here is relative."""
+    """The huge round costs about what a trivial call costs: start-up (the script, then the tool's fresh
+    interpreter) is all there is. Start-up time swings with CPU load, so the bound here is relative;
+    bench/tools_isolation.py measures the absolute figures."""
     env = {"PHIKIT_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "PHIKIT_AUDIT_KEY": "k"}
     t0 = time.monotonic()
     ok = _cli("tools", "run", "calculate", '{"expression": "2 ** 10"}', env=env)
@@ -169,7 +169,8 @@ def test_cli_tools_run_fails_fast_and_clearly_on_a_huge_round(tmp_path):
     elapsed = time.monotonic() - t0
     assert out.returncode == 1, out
     assert out.stderr.startswith("error: calculate [error]: CalculationError: round's number of digits")
-    assert "Traceback" not in out.stderr and elapsed < trivial + 1.0, (elapsed, trivial, out.stderr)
+    # "[error]", not "[timeout]": the calculator refused the call; it was not killed at its time limit
+    assert "Traceback" not in out.stderr and elapsed < 2 * trivial + 1.0, (elapsed, trivial, out.stderr)
     bad = _cli("tools", "run", "calculate", '{"expr": "1"}', env=env)
     assert bad.returncode == 2 and bad.stderr.startswith("error: invalid arguments for calculate")
     events = [json.loads(line)["event"] for line in (tmp_path / "audit.jsonl").read_text().splitlines()]

@@ -74,6 +74,13 @@ def execute(tool: Tool, arguments: dict, call_id: str, timeout_s: float | None =
     return ToolResult(call_id, tool.name, content, status)
 
 
+def record_refused(audit_log: Any, result: ToolResult, arguments: dict) -> None:
+    """Audit a call that policy blocked or the user declined (it never ran); no-op without a log."""
+    if audit_log is not None:
+        audit_log.append({"event": "refused", "tool": result.name, "call_id": result.call_id, "arguments": arguments,
+                          "status": result.status, "result": result.content})
+
+
 def run_agent(
     llm: Any,
     messages: Any,
@@ -190,9 +197,8 @@ def run_agent(
                 continue
             if result is None:
                 result = seen[key] = execute(tool, args, call["id"], timeout_s, log)  # audits intent and result itself
-            elif log is not None:  # blocked or declined: recorded, never run
-                log.append({"event": "refused", "tool": tool.name, "call_id": call["id"], "arguments": args,
-                            "status": result.status, "result": result.content})
+            else:  # blocked or declined: recorded, never run
+                record_refused(log, result, args)
             calls_made.append(call)
             results.append(result)
             yield result

@@ -100,7 +100,7 @@ def tools_run(
     """
     import uuid
 
-    from ..agent import _policy, execute
+    from ..agent import _policy, execute, record_refused
     from ..errors import PhikitError
     from ..tools.audit import AuditLog
     from ..tools.schema import ToolCallError, validate_call
@@ -117,8 +117,7 @@ def tools_run(
     if result is None:
         result = execute(tool, args, call["id"], timeout, log, caller="cli")
     else:  # declined at the prompt: recorded, never run (as the agent does)
-        log.append({"event": "refused", "tool": tool.name, "call_id": call["id"], "arguments": args,
-                    "status": result.status, "result": result.content})
+        record_refused(log, result, args)
     if not result.error:
         print(result.content)
         return
