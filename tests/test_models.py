@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from phikit.errors import ModelNotFoundError
 from phikit.cache import cached_sha256
+from phikit.errors import ModelNotFoundError
 from phikit.models import DEFAULT_QUANT, EMBEDDED, PHI4_MINI_HUB_ID, default_model, resolve
 
 

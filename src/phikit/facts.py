@@ -32,20 +32,24 @@ def is_right(answer: str, fact: dict[str, Any]) -> bool:
     return any(re.search(rf"(?<!\w){re.escape(a)}(?!\w)", answer, flags) for a in fact["accept"])
 
 
-def score(llm, facts: list[dict[str, Any]], *, max_new_tokens: int = 48, **params: Any) -> dict[str, Any]:
+def score(llm, facts: list[dict[str, Any]], *, max_new_tokens: int = 48, progress: bool = False,
+          **params: Any) -> dict[str, Any]:
     """Ask each prompt greedily (one user turn, the model's default system prompt) and score the answers.
 
     Args:
         llm: a :class:`phikit.LLM`.
         facts: from :func:`load_facts`.
         max_new_tokens: the answer budget; the accepted words come early in a right answer.
+        progress: draw a progress bar on stderr.
         **params: more sampling parameters for ``llm.chat``.
 
     Returns:
         ``{"rate", "right", "n", "rows": [{id, kind, answer, right, tokens, tok_s}]}``.
     """
+    from tqdm.auto import tqdm
+
     rows = []
-    for f in facts:
+    for f in tqdm(facts, desc="facts", unit="prompt", disable=not progress, leave=False):
         r = llm.chat(f["prompt"], temperature=0, max_new_tokens=max_new_tokens, **params)
         rows.append({"id": f["id"], "kind": f["kind"], "answer": r.text, "right": is_right(r.text, f),
                      "tokens": r.usage.completion_tokens, "tok_s": r.tokens_per_s})
