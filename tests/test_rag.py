@@ -520,6 +520,13 @@ def test_each_sentence_is_checked_against_its_own_passage():
     for answer in ("The battery life of the Cam C1 camera is 2 years [1].", "It lasts 2 years."):
         assert check_sentence(answer, BATTERY_Q, warranty).passage is None, answer
     assert check_sentence("The Cam C1 has a 5-year warranty.", "What is the warranty on the Cam C1?", warranty).passage is None
+    from phikit.rag.verify import answers
+
+    d1 = "How long does the Doorbell D1 battery last?"
+    assert answers("The battery lasts about 4 months [1].", d1)
+    assert not answers("It is a question about how long the Doorbell D1 battery lasts.", d1)  # no figure
+    assert not answers("The Cam C1 and Doorbell D1 are rated for outdoor use.",
+                       "Does the Doorbell D1 support facial recognition?")  # true, but not what was asked
     assert split_sentences("Open 9 a.m. to 3 p.m. Pacific Time. Costs $4.99 [2].\n- Then call.") == [
         "Open 9 a.m. to 3 p.m. Pacific Time.", "Costs $4.99 [2].", "- Then call."]
 

@@ -58,8 +58,6 @@ def split_sentences(text: str) -> list[str]:
         for m in re.finditer(r"[.!?]+[\"')\]]*(?:\s*\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\])*(?=\s+|$)", line):
             if _ABBREV.search(line[start:m.start() + 1]):
                 continue  # "9 a.m. to 3 p.m. Pacific Time" is one sentence
-            if re.search(r"\d$", line[start:m.start()]) and line[m.end():m.end() + 1].isdigit():
-                continue
             piece = line[start:m.end()].strip()
             if piece:
                 out.append(piece)
@@ -92,7 +90,7 @@ def _unit(word: str) -> str:
     return w if w in _UNITS or w in {"a.m", "p.m", "%"} else ""
 
 
-def names(text: str, *, skip_first: bool = True) -> list[str]:
+def names(text: str) -> list[str]:
     """Product and proper names: runs of capitalized words and model codes ("Thermo T3", "Glow Bulb
     A19", "Eco+", "Tokyo"). A single capitalized word that opens the sentence is skipped ("How", "It")."""
     text = _CITE.sub(" ", text)
@@ -100,7 +98,7 @@ def names(text: str, *, skip_first: bool = True) -> list[str]:
     for m in _NAME.finditer(text):
         name = m.group(0)
         first = not text[:m.start()].strip() or re.search(r"[.!?:]\s*$", text[:m.start()])
-        if skip_first and first and " " not in name and not re.search(r"\d", name):
+        if first and " " not in name and not re.search(r"\d", name):
             continue
         if name.lower() in _GENERIC or name.lower() in _MONTHS:
             continue
@@ -254,13 +252,19 @@ def asks_quantity(question: str) -> bool:
 
 
 def answers(sentence: str, question: str) -> bool:
-    """The sentence could be an answer: it says something the question did not (not "It is a question
-    about how many days ..."), and it states a quantity when the question asks for one."""
+    """The sentence could be an answer: it is about what is asked (one of the question's topic words: "The
+    Doorbell D1 is rated for outdoor use" does not answer whether it has facial recognition), it says
+    something the question did not (not "It is a question about how many days ..."), and it states a
+    quantity when the question asks for one."""
+    said = content_words(_CITE.sub(" ", sentence))
+    topics = topic_words(question)
+    if topics and not topics & set(said):
+        return False
     has_quantity = bool(set(quantities(sentence)) - set(quantities(question)))  # not the question's own "30 days"
     if asks_quantity(question) and not has_quantity:
         return False
     asked = set(content_words(question)) | _FILLER
-    return has_quantity or any(w not in asked for w in content_words(_CITE.sub(" ", sentence)))
+    return has_quantity or any(w not in asked for w in said)
 
 
 def extractive_answer(question: str, passages: list[Passage], *, top: int = 4, max_sentences: int = 2
