@@ -29,6 +29,7 @@ from .guard import make_injection_guard
 from .retrieve import Hit, search
 from .store import KnowledgeBase, now_iso, open_kb, s_stem
 from .verify import (
+    CITE,
     Passage,
     SentenceCheck,
     answers,
@@ -56,7 +57,6 @@ _ABSTAIN = re.compile(
     r"(?:about|on|of|regarding)\b|\bnot (?:mentioned|specified|provided|stated) in\b",
     re.IGNORECASE,
 )
-_CITE = re.compile(r"\[(\s*\d+(?:\s*[,;]\s*\d+)*\s*)\]")
 _SPECIAL = re.compile(r"<\|[^|<>]{0,40}\|>|<\/?(?:s|im_start|im_end|system|user|assistant)>", re.IGNORECASE)
 
 
@@ -216,7 +216,7 @@ def check_citations(answer: str, hits: list[Hit]) -> tuple[str, list[dict], list
         cited.extend(n for n in good if n not in cited)
         return f"[{', '.join(map(str, good))}]" if good else ""
 
-    cleaned = _CITE.sub(fix, answer)
+    cleaned = CITE.sub(fix, answer)
     cleaned = re.sub(r"[ \t]+([.,;:!?])", r"\1", cleaned).strip()
     return cleaned, [citation(n, hits[n - 1], cleaned) for n in cited], invalid
 
@@ -229,7 +229,7 @@ def citation(n: int, hit: Hit, answer: str, inferred: bool = False) -> dict:
 
 def snippet(text: str, answer: str, width: int = 200) -> str:
     """The sentence of ``text`` sharing the most content words with ``answer`` (at most ``width`` chars)."""
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
+    sentences = split_sentences(text)
     if not sentences:
         return ""
     words = set(content_words(answer))
@@ -405,7 +405,7 @@ class _SentenceStream:
         self.pending += delta
         pieces = split_sentences(self.pending)
         # the last piece may still grow (or be followed by its "[1]"): keep it pending until text follows
-        while len(pieces) > 1 and not re.search(r"[A-Za-z0-9]", _CITE.sub("", pieces[-1])):
+        while len(pieces) > 1 and not re.search(r"[A-Za-z0-9]", CITE.sub("", pieces[-1])):
             pieces = pieces[:-1]
         if len(pieces) < 2:
             return []
@@ -463,10 +463,10 @@ class _SentenceStream:
 
 def _mark(sentence: str, verdict: SentenceCheck) -> str:
     """The sentence with its citation markers naming only the passage that supports it."""
-    if not _CITE.search(sentence):
+    if not CITE.search(sentence):
         return sentence.strip()
     if verdict.cited:
-        return re.sub(r"[ \t]+([.,;:!?])", r"\1", _CITE.sub(lambda m: _keep_valid(m, verdict.passage), sentence)).strip()
+        return re.sub(r"[ \t]+([.,;:!?])", r"\1", CITE.sub(lambda m: _keep_valid(m, verdict.passage), sentence)).strip()
     body, end = re.match(r"(.*?)([.!?]*)$", re.sub(r"\s*\[[^\]]*\]", "", sentence).strip(), re.S).groups()
     return f"{body} [{verdict.passage}]{end}"  # cited the wrong passage: name the one that supports it
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from .store import s_stem
 
 _WORD = re.compile(r"[a-z0-9]+(?:[.'-][a-z0-9]+)*")
-_CITE = re.compile(r"\[(\s*\d+(?:\s*[,;]\s*\d+)*\s*)\]")
+CITE = re.compile(r"\[(\s*\d+(?:\s*[,;]\s*\d+)*\s*)\]")  # [1], [1, 2]: citation markers
 _NUM_WORDS = {w: str(i) for i, w in enumerate(
     ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"])}
 _MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"]
@@ -72,7 +72,7 @@ def quantities(text: str) -> list[tuple[str, str]]:
     """``(value, unit)`` pairs: ``"a 3-year warranty"`` -> ``[("3", "year")]``, ``"$14.99"`` ->
     ``[("14.99", "$")]``, ``"15%"`` -> ``[("15", "%")]``; list markers ("1." at a line start) and
     citation markers are not quantities; number words up to twelve become digits."""
-    text = re.sub(r"(?m)^\s*\d+[.)]\s", " ", _CITE.sub(" ", text))
+    text = re.sub(r"(?m)^\s*\d+[.)]\s", " ", CITE.sub(" ", text))
     out = []
     for m in _QUANTITY.finditer(text):
         dollar, value, pct, unit = m.groups()
@@ -93,7 +93,7 @@ def _unit(word: str) -> str:
 def names(text: str) -> list[str]:
     """Product and proper names: runs of capitalized words and model codes ("Thermo T3", "Glow Bulb
     A19", "Eco+", "Tokyo"). A single capitalized word that opens the sentence is skipped ("How", "It")."""
-    text = _CITE.sub(" ", text)
+    text = CITE.sub(" ", text)
     found = []
     for m in _NAME.finditer(text):
         name = m.group(0)
@@ -195,9 +195,9 @@ class SentenceCheck:
 def check_sentence(sentence: str, question: str, passages: list[Passage], *, min_support: float = 0.5
                    ) -> SentenceCheck:
     """Check one answer sentence; its citation markers pick the passage, else the best passage wins."""
-    cited = [int(x) for m in _CITE.finditer(sentence) for x in re.split(r"[,;]", m.group(1))]
+    cited = [int(x) for m in CITE.finditer(sentence) for x in re.split(r"[,;]", m.group(1))]
     cited = [n for n in dict.fromkeys(cited) if 1 <= n <= len(passages)]
-    body = _CITE.sub(" ", sentence).strip()
+    body = CITE.sub(" ", sentence).strip()
     if not content_words(body):
         return SentenceCheck(sentence, None, None)  # no content ("Sure!"): nothing to check, nothing to cite
     subject, topics = names(body) or names(question), topic_words(question)
@@ -256,7 +256,7 @@ def answers(sentence: str, question: str) -> bool:
     Doorbell D1 is rated for outdoor use" does not answer whether it has facial recognition), it says
     something the question did not (not "It is a question about how many days ..."), and it states a
     quantity when the question asks for one."""
-    said = content_words(_CITE.sub(" ", sentence))
+    said = content_words(CITE.sub(" ", sentence))
     topics = topic_words(question)
     if topics and not topics & set(said):
         return False
