@@ -278,7 +278,7 @@ def agent_chat(llm: Any, messages: Any, tools: Any, **kwargs: Any):
     ``result.extra`` holds ``tool_calls`` (OpenAI shape), ``tool_results``, ``steps`` and, when a call
     awaits confirmation, ``pending_tool_calls``.
     """
-    from .llm import ChatResult
+    from .result import ChatResult
 
     done = None
     for ev in run_agent(llm, messages, tools, **kwargs):
@@ -290,7 +290,7 @@ def agent_chat(llm: Any, messages: Any, tools: Any, **kwargs: Any):
 def result_from(done: AgentDone, llm: Any, cls: Any = None):
     """An :class:`AgentDone` -> :class:`~phikit.llm.ChatResult` with ``tool_calls``/``tool_results`` extras."""
     if cls is None:
-        from .llm import ChatResult as cls
+        from .result import ChatResult as cls
     result = cls(
         text=done.text, model=llm.model, backend=llm.backend, finish_reason=done.finish_reason,
         usage=done.usage, ttft_ms=done.ttft_ms, tokens_per_s=done.tokens_per_s, answer=done.text,

@@ -48,7 +48,7 @@ def params_from_cli(max_tokens: int, temperature: float = 0.0, top_p: float = 1.
         BadRequestError: an invalid value, named by its flag (``--max-tokens must be > 0``).
     """
     from ..errors import BadRequestError
-    from ..llm import sampling_params
+    from ..result import sampling_params
 
     params = dict(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=tuple(stop))
     try:
@@ -112,7 +112,7 @@ def ask(
 ) -> None:
     """Answer one question, streaming tokens to the terminal."""
     from ..errors import BadRequestError
-    from ..llm import finish
+    from ..result import finish
     from ..pipeline import Request, run
 
     if not question.strip():

@@ -161,7 +161,7 @@ def eval_rag(
     if out:
         from pathlib import Path
 
-        from ..rag.store import atomic_write
+        from ..cache import atomic_write
 
         atomic_write(Path(out), json.dumps(report, indent=1))
     if as_json:

@@ -276,8 +276,8 @@ def grounded_stream(llm, messages: Any, kb: Any, *, cot: bool = False, tools: li
     Raises:
         BadRequestError: no user question, bad parameters, or a missing KB.
     """
-    from ..llm import sampling_params
     from ..prompt import normalize_messages
+    from ..result import sampling_params
 
     opts = opts or RagOptions()
     msgs = normalize_messages(messages)
@@ -539,7 +539,7 @@ def grounded_chat(llm, messages: Any, kb: Any, *, stream: bool = False, cot: boo
     Raises:
         BadRequestError: no question, bad parameters; PhikitError: the KB is missing.
     """
-    from ..llm import finish
+    from ..result import finish
 
     opts = RagOptions.pop_from(params)
     events = grounded_stream(llm, messages, kb, cot=cot, tools=tools, tool_choice=tool_choice, opts=opts, **params)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cache import _fsync_dir, atomic_write  # noqa: F401 - re-exported for older callers
 from ..errors import BadRequestError, PhikitError
 from .chunk import Chunk, ChunkSettings, chunk_document
 from .loaders import UnreadableError, load_document, supported
@@ -58,26 +59,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``path`` via a temp file in the same folder, fsync, then ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def s_stem(word: str) -> str:

@@ -199,7 +199,7 @@ def create_app(
         docs_url="/docs",
     )
     worker = ModelWorker(max_queue=max_queue, timeout_s=timeout_s,
-                         concurrency=getattr(llm.engine, "max_concurrency", 1))
+                         concurrency=getattr(llm.engine, "max_concurrency", 1), owner=llm.engine)
     kbs = dict(kbs or {})
     access = AccessPolicy(host, tuple(allowed_hosts), tuple(allow_origins))
     app.state.phikit = ServerState(llm=llm, worker=worker, metrics=Metrics(worker), api_key=api_key, kbs=kbs,

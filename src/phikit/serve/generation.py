@@ -102,7 +102,7 @@ def check_params(params: dict[str, Any]) -> None:
     Raises:
         BadRequestError: an invalid value.
     """
-    from ..llm import sampling_params
+    from ..result import sampling_params
 
     sampling_params(**params)
 
@@ -167,7 +167,7 @@ def raw_completion(llm, prompt: str, params: dict[str, Any]) -> Iterator[Any]:
     Engines without one (the remote ``openai`` backend) get the prompt as one user message.
     """
     from ..engines.base import check_context, stream_tokens
-    from ..llm import sampling_params
+    from ..result import sampling_params
 
     engine = llm.engine
     sp = sampling_params(**params)

@@ -56,6 +56,22 @@ class WorkerStats:
     recent_s: list[float] = field(default_factory=list)  # durations of the last few requests
 
 
+_SLOTS_GUARD = threading.Lock()
+
+
+def slots_of(owner: Any, concurrency: int) -> threading.Semaphore:
+    """The generation slots of one loaded model, shared by every app and worker that serves it: two servers
+    on one in-process engine must never decode in the same llama.cpp context at once (that crashes)."""
+    if owner is None:
+        return threading.Semaphore(concurrency)
+    with _SLOTS_GUARD:
+        slots = getattr(owner, "_phikit_slots", None)
+        if slots is None:
+            slots = threading.Semaphore(concurrency)
+            owner._phikit_slots = slots
+        return slots
+
+
 class ModelWorker:
     """Runs generations in worker threads, at most ``concurrency`` at once, with a bounded wait queue.
 
@@ -66,11 +82,11 @@ class ModelWorker:
             not thread-safe); more for a remote engine, whose server batches them.
     """
 
-    def __init__(self, *, max_queue: int = 16, timeout_s: float = 600.0, concurrency: int = 1):
+    def __init__(self, *, max_queue: int = 16, timeout_s: float = 600.0, concurrency: int = 1, owner: Any = None):
         self.max_queue = max_queue
         self.timeout_s = timeout_s
         self.concurrency = max(1, concurrency)
-        self.lock = threading.Semaphore(self.concurrency)
+        self.lock = slots_of(owner, self.concurrency)
         self._count = threading.Lock()
         self.admitted = 0  # running + waiting; touched only on the event loop
         self.running = 0

@@ -232,7 +232,7 @@ def chat(
     Raises:
         BadRequestError: bad tools, tool_choice or response_format.
     """
-    from ..llm import ChatResult
+    from ..result import ChatResult
 
     tool_list = as_tools(tools)
     events = step(llm, messages, tool_list, tool_choice=tool_choice, response_format=response_format, cot=cot, **params)

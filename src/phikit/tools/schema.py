@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import BadRequestError, PhikitError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's function-name rule
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # OpenAI's rule plus dots, as vLLM, Ollama and llama.cpp accept (BFCL's math.factorial)
 
 # Python / loose type names -> JSON Schema types ("any" means: no constraint).
 TYPE_ALIASES = {
@@ -42,7 +42,7 @@ class Tool:
     """One callable tool.
 
     Attributes:
-        name: the function name the model calls (``[A-Za-z0-9_-]{1,64}``).
+        name: the function name the model calls (``[A-Za-z0-9_.-]{1,64}``).
         description: what the tool does, shown to the model.
         parameters: a JSON Schema object for the arguments.
         fn: the Python function, or None for a declaration only (the API returns such calls unexecuted).
@@ -161,7 +161,7 @@ def tool(
 
     Raises:
         ToolDefinitionError: no docstring, a parameter without a type hint or description, ``*args``, or a
-            name outside ``[A-Za-z0-9_-]{1,64}``.
+            name outside ``[A-Za-z0-9_.-]{1,64}``.
     """
     if fn is None:
         return lambda f: tool(f, name=name, requires_confirmation=requires_confirmation, timeout_s=timeout_s,
@@ -172,7 +172,7 @@ def tool(
 
     tool_name = name or fn.__name__
     if not NAME_RE.match(tool_name):
-        raise ToolDefinitionError(f"tool name {tool_name!r} must match [A-Za-z0-9_-]{{1,64}}")
+        raise ToolDefinitionError(f"tool name {tool_name!r} must match [A-Za-z0-9_.-]{{1,64}}")
     if not (fn.__doc__ or "").strip():
         raise ToolDefinitionError(f"tool {tool_name!r}: add a docstring saying what the function does")
     description, arg_docs = _docstring_args(fn.__doc__)
@@ -311,7 +311,7 @@ def as_tool(t: Any) -> Tool:
             raise BadRequestError("an OpenAI tool needs a 'function' object with a name")
     name = spec.get("name")
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise BadRequestError(f"tool name {name!r} must be a string matching [A-Za-z0-9_-]{{1,64}}")
+        raise BadRequestError(f"tool name {name!r} must be a string matching [A-Za-z0-9_.-]{{1,64}}")
     params = spec.get("parameters", spec.get("input_schema"))
     return Tool(
         name=name,

@@ -76,11 +76,10 @@ def weights_hash(ref: ModelRef) -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    """Write JSON atomically (temp file, fsync, rename; :func:`phikit.cache.atomic_write`)."""
+    from ..cache import atomic_write
+
+    atomic_write(path, json.dumps(data, indent=2))
 
 
 def save_atomic(out: Path, write: Callable[[Path], None]) -> Path:
