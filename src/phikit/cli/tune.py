@@ -23,7 +23,7 @@ def _pct(x) -> str:
 
 
 def print_report(manifest: dict) -> None:
-    """The before/after table on stderr-free stdout: recall, held-out loss, general perplexity."""
+    """The before/after table on stdout (recall, held-out loss, general perplexity); training figures on stderr."""
     b, a = manifest["eval"]["before"], manifest["eval"]["after"]
     t = manifest["training"]
     rows = []

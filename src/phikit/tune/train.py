@@ -220,7 +220,7 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
     """
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
     from transformers.utils import logging as hf_logging
 
     from ..engines.transformers import TransformersEngine
@@ -251,8 +251,7 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
     hf_logging.disable_progress_bar()  # one bar (ours) instead of loading bars
     started = time.perf_counter()
     base, tok = load_base(ref, precision, device)
-    engine = TransformersEngine(ref, precision="fp32" if precision == "fp32" else precision, device=device,
-                                model=base, tokenizer=tok)
+    engine = TransformersEngine(ref, precision=precision, device=device, model=base, tokenizer=tok)
     llm = LLM(engine, system_prompt=ref.system_prompt)
     build = lambda exs: data_mod.build_dataset(exs, tok, engine.chat_template, engine.special_tokens,  # noqa: E731
                                                cfg.max_length, ref.system_prompt)
@@ -280,6 +279,7 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
     with_adapter = get_peft_model(base, lora)
     trainer = Trainer(model=with_adapter, args=args, train_dataset=train_rows, data_collator=data_mod.pack,
                       callbacks=[progress_callback(progress)])
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; our bar shows the loss
     heldout_loss = (lambda: round(trainer.evaluate(held_rows)["eval_loss"], 4)) if held_rows else None
 
     # Before: the adapter's B matrices start at zero, and disabling it is the base model exactly.
