@@ -49,13 +49,16 @@ def scripted_llm(base, replies):
     return Scripted(base.engine, base.system_prompt)
 
 
-def test_agent_blocks_a_call_planted_by_a_retrieved_document(llama_llm, poisoned_kb):
+def test_agent_blocks_a_call_planted_by_a_retrieved_document(llama_llm, poisoned_kb, tmp_path):
     from phikit.agent import agent_chat
     from phikit.rag.guard import make_injection_guard
     from phikit.rag.retrieve import search
     from phikit.tools import tool
 
-    sent = []
+    outbox = tmp_path / "outbox.jsonl"  # tools run isolated in a child process: their effects are files, not lists
+
+    def sent() -> list:
+        return [tuple(json.loads(line)) for line in outbox.read_text().splitlines()] if outbox.exists() else []
 
     @tool
     def search_kb(query: str) -> list:
@@ -74,7 +77,8 @@ def test_agent_blocks_a_call_planted_by_a_retrieved_document(llama_llm, poisoned
             to: recipient address.
             body: message text.
         """
-        sent.append((to, body))
+        with open(outbox, "a") as f:
+            f.write(json.dumps([to, body]) + "\n")
         return "sent"
 
     replies = [
@@ -89,7 +93,7 @@ def test_agent_blocks_a_call_planted_by_a_retrieved_document(llama_llm, poisoned
     assert statuses == {"search_kb": "ok", "send_email": "blocked"}
     blocked = next(r for r in res.extra["tool_results"] if r["name"] == "send_email")
     assert "attacker@evil.example" in json.loads(blocked["content"])["error"]
-    assert sent == [] and res.text == "Gift cards never expire."
+    assert sent() == [] and res.text == "Gift cards never expire."
 
     # a call is allowed when its values come from the user's request, even if the documents contain them too
     replies[1] = ('functools[{"name": "send_email", "arguments": {"to": "me@home.example", '
@@ -97,5 +101,5 @@ def test_agent_blocks_a_call_planted_by_a_retrieved_document(llama_llm, poisoned
     res = agent_chat(scripted_llm(llama_llm, replies),
                      "Do gift cards expire? If they never expire, email 'Gift cards never expire.' to me@home.example",
                      [search_kb, send_email], guards=[make_injection_guard()], max_steps=4)
-    assert sent == [("me@home.example", "Gift cards never expire.")]
+    assert sent() == [("me@home.example", "Gift cards never expire.")]
     assert [r["status"] for r in res.extra["tool_results"]] == ["ok", "ok"]
