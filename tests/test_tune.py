@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from phikit.errors import BadRequestError  # noqa: E402
-from phikit.tune import adapter as adapter_mod  # noqa: E402
+from phikit import adapters as adapter_mod  # noqa: E402
 from phikit.tune import data as data_mod  # noqa: E402
 from phikit.tune.train import TuneConfig, TuneInterrupted, tune  # noqa: E402
 
@@ -157,7 +157,7 @@ def test_interrupt_then_resume(tiny_model_dir, chats, tmp_path, monkeypatch):
 
 def test_adapter_switches_per_request_and_bad_ones_leave_base_serving(tiny_model_dir, chats, tmp_path):
     import phikit
-    from phikit.tune.adapter import AdapterError
+    from phikit.adapters import AdapterError
 
     out = tmp_path / "geo"
     tune(chats, out, model=str(tiny_model_dir), config=TuneConfig(max_steps=4, learning_rate=2e-2), progress=False)

@@ -89,7 +89,7 @@ def tune(
 @adapters_app.command("list")
 def list_cmd(as_json: JsonOpt = False) -> None:
     """Registered adapters, the enabled one marked."""
-    from ..tune.adapter import read_registry
+    from ..adapters import read_registry
 
     reg = read_registry()
     if as_json:
@@ -104,7 +104,7 @@ def list_cmd(as_json: JsonOpt = False) -> None:
 @adapters_app.command("show")
 def show(name: Annotated[str, typer.Argument(help="Registered name or adapter directory.")]) -> None:
     """An adapter's manifest: base model, data hash, config, training figures, eval scores."""
-    from ..tune.adapter import read_manifest, resolve_adapter
+    from ..adapters import read_manifest, resolve_adapter
 
     _, path = resolve_adapter(name)
     print(json.dumps(read_manifest(path), indent=2))
@@ -113,7 +113,7 @@ def show(name: Annotated[str, typer.Argument(help="Registered name or adapter di
 @adapters_app.command("enable")
 def enable(name: Annotated[str, typer.Argument(help="Registered name or adapter directory.")]) -> None:
     """Apply this adapter by default on the transformers backend (a running server follows)."""
-    from ..tune.adapter import enable_adapter
+    from ..adapters import enable_adapter
 
     enable_adapter(name)
     print(f"enabled {name}", file=sys.stderr)
@@ -122,7 +122,7 @@ def enable(name: Annotated[str, typer.Argument(help="Registered name or adapter 
 @adapters_app.command("disable")
 def disable() -> None:
     """Back to the base model (no reload; a running server follows on its next request)."""
-    from ..tune.adapter import enable_adapter
+    from ..adapters import enable_adapter
 
     enable_adapter(None)
     print("adapters disabled: the base model answers", file=sys.stderr)
@@ -131,7 +131,7 @@ def disable() -> None:
 @adapters_app.command("rollback")
 def rollback() -> None:
     """Re-enable the adapter that was enabled before the current one (or the base model)."""
-    from ..tune.adapter import rollback_adapter
+    from ..adapters import rollback_adapter
 
     now = rollback_adapter()
     print(f"rolled back to {now or 'the base model'}", file=sys.stderr)
@@ -141,7 +141,7 @@ def rollback() -> None:
 def remove(name: Annotated[str, typer.Argument(help="Registered name.")],
            delete: Annotated[bool, typer.Option("--delete", help="Also delete the adapter's files.")] = False) -> None:
     """Forget a registered adapter (disabling it if enabled)."""
-    from ..tune.adapter import unregister
+    from ..adapters import unregister
 
     path = unregister(name, delete=delete)
     print(f"removed {name}" + (f" and deleted {path}" if delete else f" (files kept in {path})"), file=sys.stderr)
@@ -151,7 +151,7 @@ def remove(name: Annotated[str, typer.Argument(help="Registered name.")],
 def merge(name: Annotated[str, typer.Argument(help="Registered name or adapter directory.")],
           out: Annotated[str, typer.Option("--out", "-o", help="Directory for the merged checkpoint.")]) -> None:
     """Write base + adapter merged into one transformers checkpoint (atomically)."""
-    from ..tune.adapter import merge_adapter
+    from ..tune.merge import merge_adapter
 
     print(f"wrote {merge_adapter(name, out)}", file=sys.stderr)
 

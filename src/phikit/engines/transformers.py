@@ -264,7 +264,7 @@ class TransformersEngine(LocalEngine):
         Raises:
             AdapterError: missing, corrupt, or trained on another base model.
         """
-        from ..tune.adapter import check_base, read_manifest, resolve_adapter
+        from ..adapters import check_base, read_manifest, resolve_adapter
 
         name, path = resolve_adapter(spec)
         if self.adapters.get(name) == str(path):
@@ -302,7 +302,7 @@ class TransformersEngine(LocalEngine):
         """
         if self.adapter:
             return self.adapter
-        from ..tune.adapter import read_registry, registry_path
+        from ..adapters import read_registry, registry_path
 
         try:
             st = registry_path().stat()

@@ -3,6 +3,6 @@
 Heavy libraries (torch, peft, transformers) are imported inside the functions that need them.
 """
 
-from .adapter import AdapterError
+from ..adapters import AdapterError
 
 __all__ = ["AdapterError"]

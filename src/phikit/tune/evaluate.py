@@ -96,8 +96,8 @@ def check_drift(facts_path: str | Path, *, adapter: str | None = None, model: st
     """
     import time
 
+    from ..adapters import MANIFEST, read_manifest, resolve_adapter, write_json_atomic
     from ..llm import load
-    from .adapter import MANIFEST, read_manifest, resolve_adapter, write_json_atomic
     from .data import file_hash
 
     facts = read_facts(facts_path)

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import adapters as adapter_mod
 from ..errors import BadRequestError, PhikitError
 from ..models import ModelRef, resolve
-from . import adapter as adapter_mod
 from . import data as data_mod
 from . import evaluate as eval_mod
 

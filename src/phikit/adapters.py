@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import PhikitError
-from ..models import ModelRef
+from .cache import cache_root, file_sha256
+from .errors import PhikitError
+from .models import ModelRef
 
 MANIFEST = "phikit_adapter.json"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -28,17 +29,13 @@ class AdapterError(PhikitError):
     """An adapter is missing, corrupt, or made for another base model."""
 
 
-def cache_root() -> Path:
-    from ..engines.transformers import cache_root as root
-
-    return root()
 
 
 def weights_files(ref: ModelRef) -> list[Path]:
     """The files that hold a model's weights: the GGUF file, or a checkpoint's safetensors/bin files."""
     if ref.is_gguf:
         return [Path(ref.source)]
-    from ..models import local_snapshot
+    from .models import local_snapshot
 
     d = local_snapshot(ref)
     files = sorted([*d.glob("*.safetensors"), *d.glob("*.bin"), *d.glob("*.gguf")])
@@ -53,7 +50,6 @@ def weights_hash(ref: ModelRef) -> str:
     Hashing Phi-4-mini's 7.7 GB takes seconds, so results are cached by path, size and mtime in
     ``<cache>/hashes.json``.
     """
-    from ..engines.transformers import file_sha256
 
     store = cache_root() / "hashes.json"
     try:
@@ -77,7 +73,7 @@ def weights_hash(ref: ModelRef) -> str:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON atomically (temp file, fsync, rename; :func:`phikit.cache.atomic_write`)."""
-    from ..cache import atomic_write
+    from .cache import atomic_write
 
     atomic_write(path, json.dumps(data, indent=2))
 
@@ -242,29 +238,3 @@ def unregister(name: str, *, delete: bool = False) -> Path:
     return path
 
 
-def merge_adapter(spec: str, out: str | Path) -> Path:
-    """Merge an adapter into its base model's weights and save a transformers checkpoint at ``out`` atomically.
-
-    Raises:
-        AdapterError: the adapter is missing or corrupt, or its base model is not here.
-    """
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ..engines.transformers import gguf_to_checkpoint
-    from ..models import local_snapshot, resolve
-
-    _, path = resolve_adapter(spec)
-    manifest = read_manifest(path)
-    ref = resolve(manifest["base"]["source"] if manifest["base"]["format"] == "gguf" else manifest["base"]["model"])
-    check_base(manifest, ref, str(path))
-    src = gguf_to_checkpoint(Path(ref.source)) if ref.is_gguf else local_snapshot(ref)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32 if ref.is_gguf else torch.bfloat16)
-    merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
-
-    def write(tmp: Path) -> None:
-        merged.save_pretrained(str(tmp))
-        AutoTokenizer.from_pretrained(src).save_pretrained(str(tmp))
-
-    return save_atomic(Path(out), write)
