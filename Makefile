@@ -27,7 +27,7 @@ $(STAMP): $(LOCK) pyproject.toml Makefile
 	@test ! -s $(VENV)/.unlocked || { echo "removing what $(LOCK) does not list: $$(tr '\n' ' ' < $(VENV)/.unlocked)"; \
 		$(PY) -m pip uninstall -y -q -r $(VENV)/.unlocked; }
 	@$(MAKE) --no-print-directory check-lock
-	$(VENV)/bin/phikit models prepare  # the default model's Q8_0 GGUF, written once to phikit's cache (docs/benchmarks.md)
+	$(VENV)/bin/phikit models prepare  # the default model's F16 GGUF, written once to phikit's cache (docs/benchmarks.md)
 	touch $(STAMP)
 
 check-lock:
@@ -64,6 +64,7 @@ $(BROWSER_STAMP): $(STAMP)
 	touch $(BROWSER_STAMP)
 
 test: $(STAMP) $(BROWSER_STAMP)
+	$(VENV)/bin/lint-imports --no-cache  # the floors: engines < capabilities < pipeline < CLI and server
 	$(PY) -m pytest -q -m "not slow and not gpu"
 
 test-all: $(STAMP) $(BROWSER_STAMP)

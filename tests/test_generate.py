@@ -22,9 +22,31 @@ def collect(events):
     return deltas, done
 
 
-def test_capital_of_france_mentions_paris(any_llm):
+# Ten short facts and instructions from src/phikit/data/facts.jsonl. A 135M model's greedy text shifts with
+# the llama.cpp build and the quantization, so its behaviour is asserted as a rate over a set, never as one
+# string. bench/quant_bench.py scores the whole set (docs/benchmarks.md).
+FACT_IDS = ["capital-france", "capital-germany", "mona-lisa", "red-planet", "romeo-juliet",
+            "largest-ocean", "moon-walk", "giza", "add", "translate-hola"]
+
+
+@pytest.fixture(scope="module")
+def facts10():
+    from phikit.facts import load_facts
+
+    return load_facts(ids=FACT_IDS)
+
+
+def test_default_model_answers_most_facts_right(any_llm, facts10):
+    from phikit.facts import score
+
+    result = score(any_llm, facts10, max_new_tokens=16)
+    wrong = [(r["id"], r["answer"]) for r in result["rows"] if not r["right"]]
+    assert result["rate"] >= 0.8, wrong
+
+
+def test_answer_reports_usage_and_timings(any_llm):
     result = any_llm.chat(FRANCE, temperature=0, max_new_tokens=40)
-    assert "Paris" in result.text
+    assert result.text.strip()
     assert result.finish_reason in ("stop", "length")
     assert result.usage.prompt_tokens > 5
     assert 0 < result.usage.completion_tokens <= 40

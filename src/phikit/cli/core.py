@@ -288,7 +288,7 @@ def models(ctx: typer.Context,
 def models_prepare(
     names: Annotated[Optional[list[str]], typer.Argument(help="Registry names; default: the default model.")] = None,
 ) -> None:
-    """Write the cached files a model needs (the default's Q8_0 GGUF) now, not on the first question."""
+    """Write the cached files a model needs (the default's F16 GGUF) now, not on the first question."""
     from ..models import prepare
 
     for name in names or [None]:
