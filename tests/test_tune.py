@@ -14,8 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from phikit.errors import BadRequestError  # noqa: E402
 from phikit import adapters as adapter_mod  # noqa: E402
+from phikit.errors import BadRequestError  # noqa: E402
 from phikit.tune import data as data_mod  # noqa: E402
 from phikit.tune.train import TuneConfig, TuneInterrupted, tune  # noqa: E402
 

@@ -112,8 +112,8 @@ def ask(
 ) -> None:
     """Answer one question, streaming tokens to the terminal."""
     from ..errors import BadRequestError
-    from ..result import finish
     from ..pipeline import Request, run
+    from ..result import finish
 
     if not question.strip():
         raise BadRequestError("the question is empty: pass the text to ask, e.g. phikit ask \"What is RAG?\"")
