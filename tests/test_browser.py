@@ -146,3 +146,22 @@ def test_page_renders_code_as_code_and_model_text_never_as_html(page):
     assert got["tags"] == 0 and '<img src=x onerror="window.__pwned = 1"> done' in got["text"]
     assert "```" not in got["text"]
     assert page.evaluate("window.__pwned") is None
+
+
+def test_page_shows_tool_results_citations_and_reasoning_in_one_turn(page):
+    """The support-bot turn on the page: KB + executed tools + CoT in one request. The order lookup runs on
+    the server (its result is shown), the returns part is answered from the KB with a citation, and the
+    reasoning is folded apart from the answer."""
+    page.click("#clear")
+    for box in ("#kb", "#tools", "#cot"):
+        page.check(box)
+    page.fill("#max-tokens", "160")
+    page.fill("#prompt", "Where is order A1001, and how many days do I have to return a Brightloom device?")
+    page.press("#prompt", "Enter")
+    page.wait_for_selector(".msg.assistant:not(.streaming) .stats", timeout=300_000)
+    msg = page.locator(".msg.assistant").last
+    assert msg.locator("details.tool").count() >= 1  # the get_order_status call and its result
+    assert msg.locator(".citations").count() == 1
+    assert msg.locator("details.reasoning").count() == 1
+    for box in ("#tools", "#cot"):
+        page.uncheck(box)
