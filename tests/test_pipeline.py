@@ -213,3 +213,30 @@ def test_split_reasoning_holds_back_until_the_answer_line_is_known():
         out = list(split_reasoning([*(TextDelta(c) for c in chunks), Done("stop", Usage(1, 1), 0, 0, text)]))
         assert "".join(e.text for e in out if isinstance(e, ReasoningDelta)) == "Step 1: 3 boxes of 4.\nStep 2: 12.\n"
         assert "".join(e.text for e in out if isinstance(e, TextDelta)) == "12 pens."
+
+
+@pytest.mark.slow
+def test_cli_support_bot_turn_with_the_embedded_model(tmp_path):
+    """The issue's command through the installed script, on the real model: the call runs (result and audit
+    entries) and the returns part comes back cited."""
+    import os
+    import subprocess
+    import sys
+
+    from phikit.rag.store import KnowledgeBase
+    from phikit.tools.builtins import create_demo_db
+
+    corpus = RETURNS.parents[1]
+    KnowledgeBase.create(tmp_path / "kb").add([corpus], progress=False)
+    create_demo_db(tmp_path / "orders.db")
+    env = {**os.environ, "PHIKIT_ORDERS_DB": str(tmp_path / "orders.db"), "PHIKIT_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
+    out = subprocess.run([sys.executable, "-m", "phikit", "ask", "Where is order A1001, and how long do I have to return it?",
+                          "--kb", str(tmp_path / "kb"), "--tools", "get_order_status", "--json", "--temperature", "0"],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert [(r["name"], r["status"]) for r in res["tool_results"]] == [("get_order_status", "ok")]
+    assert json.loads(res["tool_results"][0]["content"])["order_id"] == "A1001"
+    assert res["citations"] and "returns" in res["citations"][0]["source"]
+    events = [json.loads(line)["event"] for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert events[:2] == ["intent", "result"]
