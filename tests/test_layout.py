@@ -1,4 +1,4 @@
-"""The layout shows the flow: no import cycles between phikit's modules and packages, and no module too big
+"""The layout shows the flow: no import cycles between phikit's packages or between two modules, and no module too big
 to hold in one's head. (import-linter's layers contract in pyproject.toml keeps the floors; ``make test``
 runs it.)"""
 
@@ -31,3 +31,10 @@ def test_no_import_cycles_between_packages():
 def test_modules_stay_small():
     big = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not big, f"split these modules: {big}"
+
+
+def test_no_two_modules_import_each_other():
+    graph = grimp.build_graph("phikit")
+    pairs = sorted({tuple(sorted((m, i))) for m in graph.modules for i in graph.find_modules_directly_imported_by(m)
+                    if m in graph.find_modules_directly_imported_by(i)})
+    assert not pairs, f"modules importing each other: {pairs}"

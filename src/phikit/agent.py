@@ -23,7 +23,8 @@ from .errors import PhikitError
 from .prompt import normalize_messages
 from .tools.chat import StepDone, ToolCallEvent, check_choice, step
 from .tools.provenance import ask_user, label, missing_identifiers
-from .tools.schema import Tool, ToolCallError, as_tools, validate_call
+from .tools.resolve import as_tools
+from .tools.schema import Tool, ToolCallError, validate_call
 
 Guard = Callable[[dict, list], "str | None"]  # guard(call, messages) -> a reason to block, or None
 ToolCall = ToolCallEvent

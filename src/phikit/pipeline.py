@@ -164,7 +164,7 @@ def _tool_phase_choice(req: Request) -> Any:
     an identifier argument: a small model left on ``auto`` tends to answer from the passages instead, and
     the passages cannot know an order's status. ``None`` keeps the request's own ``tool_choice``."""
     from .prompt import normalize_messages
-    from .tools.schema import as_tools
+    from .tools.resolve import as_tools
 
     if req.tool_choice != "auto":
         return None

@@ -179,7 +179,7 @@ def chat(
     policy: dict = {}
     if tool_names:
         from ..tools.audit import AuditLog
-        from ..tools.schema import as_tools
+        from ..tools.resolve import as_tools
 
         as_tools(tool_names)  # an unknown tool name fails here, before the first turn
         policy = {"audit_log": AuditLog(), "confirm": _confirm_on_terminal}

@@ -62,7 +62,7 @@ def resolve_tool(name: str):
 
     from ..errors import PhikitError
     from ..tools.builtins import BUILTINS
-    from ..tools.schema import as_tool
+    from ..tools.resolve import as_tool
 
     if name in BUILTINS:
         return BUILTINS[name]

@@ -114,11 +114,10 @@ class AccessAndMetrics:
         self.app = app
 
     async def refuse(self, scope, receive, send, status: int, message: str, code: str, kind: str) -> None:
-        from .app import error_body
-
         state = scope["app"].state.phikit
         path = scope["path"]
-        body = {"error": message} if path.startswith("/api/") else error_body(status, message, kind, code=code)
+        body = ({"error": message} if path.startswith("/api/")
+                else {"error": {"message": message, "type": kind, "param": None, "code": code}})  # OpenAI's shape
         state.metrics.errors.labels(kind).inc()
         state.metrics.requests.labels(f"refused:{code}", str(status)).inc()  # a fixed label, never the raw path
         await JSONResponse(body, status_code=status)(scope, receive, send)

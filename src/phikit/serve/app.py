@@ -7,145 +7,26 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..errors import BadRequestError, EngineError, EngineUnavailableError, ModelNotFoundError, PhikitError
+from ..errors import PhikitError
 from .access import AccessAndMetrics, AccessPolicy
-from .generation import NotSupportedError, builtin_tool_names, new_id
+from .generation import NotSupportedError, builtin_tool_names
 from .limits import LimitError, ServerLimits
 from .metrics import Metrics
+from .state import APIError, ServerState, error_response, to_api_error  # noqa: F401 - the routes' names, re-exported
 from .worker import GenerationTimeout, ModelWorker, QueueFullError
 
 log = logging.getLogger("phikit.serve")
 STATIC = Path(__file__).parent / "static"
-
-
-class APIError(Exception):
-    """An error response: HTTP status plus OpenAI's ``{"error": {message, type, param, code}}``."""
-
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-        self.headers = headers or {}
-
-
-@dataclass
-class ServerState:
-    """Everything a route needs: the shared model, its worker, metrics, access and knowledge bases.
-
-    Attributes:
-        kbs: knowledge bases the server was started with, by name (folder name) -> what ``LLM.chat(kb=)``
-            takes. Requests may only choose among these, never pass a path of their own.
-        default_kb: used by every chat request unless the request says ``"phikit": {"kb": false}``.
-    """
-
-    llm: Any
-    worker: ModelWorker
-    metrics: Metrics
-    api_key: str | None = None
-    kbs: dict[str, Any] = field(default_factory=dict)
-    default_kb: str | None = None
-    started_at: float = field(default_factory=time.time)
-    access: AccessPolicy = field(default_factory=AccessPolicy)
-    limits: ServerLimits = field(default_factory=ServerLimits)
-
-    @property
-    def model(self) -> str:
-        return self.llm.model
-
-    def check_model(self, name: str | None) -> None:
-        """Accept an empty name, the served model's name, or it with an Ollama ``:tag``.
-
-        Raises:
-            APIError: 404 for any other model.
-        """
-        if name is not None and not isinstance(name, str):
-            raise APIError(400, "model must be a string", param="model")
-        if not name or name.split(":")[0] in (self.model, "default") or name == self.model:
-            return
-        raise APIError(404, f"the model {name!r} does not exist on this server; it serves {self.model!r} "
-                            "(GET /v1/models lists it)", param="model", code="model_not_found")
-
-    def pick_kb(self, choice: bool | str | None) -> Any:
-        """The knowledge base a request uses (None for none).
-
-        Raises:
-            APIError: 400 for a knowledge base the server was not started with.
-        """
-        if choice is None:
-            choice = bool(self.default_kb)
-        if choice is False:
-            return None
-        if not self.kbs:
-            raise APIError(400, "this server has no knowledge base; start it with `phikit serve --kb DIR`",
-                           param="phikit.kb")
-        if choice is True:
-            return self.kbs[self.default_kb or next(iter(self.kbs))]
-        for name, kb in self.kbs.items():
-            if choice in (name, str(kb)):
-                return kb
-        raise APIError(400, f"unknown knowledge base {choice!r}; this server has {', '.join(self.kbs)}",
-                       param="phikit.kb")
-
-
-def error_body(status: int, message: str, type: str = "invalid_request_error", param=None, code=None) -> dict:
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
-
-
-def error_response(request: Request, exc: APIError) -> JSONResponse:
-    """OpenAI's error shape, or Ollama's ``{"error": "..."}`` on ``/api/*`` (what the ollama client reads)."""
-    metrics: Metrics = request.app.state.phikit.metrics
-    metrics.errors.labels(exc.type).inc()
-    if request.url.path.startswith("/api/"):
-        body: dict = {"error": exc.message}
-    else:
-        body = error_body(exc.status, exc.message, exc.type, exc.param, exc.code)
-    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
-
-
-def to_api_error(exc: BaseException) -> APIError:
-    """Map any exception from a request to the response it deserves, honestly: the client's mistakes are 4xx,
-    overload 429, a failing remote engine 502/503, and anything else is the server's bug: 500 with a request id
-    that is also in the log line with the traceback."""
-    if isinstance(exc, APIError):
-        return exc
-    if isinstance(exc, QueueFullError):
-        return APIError(429, str(exc), "rate_limit_exceeded", code="queue_full",
-                        headers={"Retry-After": str(exc.retry_after)})
-    if isinstance(exc, GenerationTimeout):
-        return APIError(504, str(exc), "timeout", code="timeout")
-    if isinstance(exc, NotSupportedError):
-        return APIError(501, str(exc), "not_implemented", code="not_implemented")
-    if isinstance(exc, LimitError):
-        return APIError(exc.status, str(exc), param=exc.param, code="limit_exceeded")
-    if isinstance(exc, EngineUnavailableError):
-        return APIError(503, str(exc), "engine_unavailable", code="engine_unavailable")
-    if isinstance(exc, EngineError):
-        return APIError(502, str(exc), "engine_error", code="bad_gateway")
-    if isinstance(exc, ModelNotFoundError):
-        return APIError(404, str(exc), "not_found_error", code="model_not_found")
-    if type(exc).__name__ == "ToolCallError":  # the model could not write a valid call, even after a repair turn
-        return APIError(422, str(exc), code="invalid_tool_call")
-    if isinstance(exc, BadRequestError):
-        msg = str(exc)
-        code = "context_length_exceeded" if "context window" in msg else None
-        return APIError(400, msg, code=code)
-    if isinstance(exc, PhikitError):  # a deliberate message for the user (e.g. a knowledge base that cannot load)
-        return APIError(400, str(exc))
-    rid = new_id("req")
-    log.error("internal error, request id %s", rid, exc_info=exc)
-    return APIError(500, f"internal server error ({type(exc).__name__}); request id {rid} is in the server log",
-                    "server_error", code="internal_error")
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:

@@ -18,7 +18,6 @@ from fastapi.responses import StreamingResponse
 
 from .. import __version__
 from ..prompt import normalize_messages
-from .app import APIError, ServerState, to_api_error
 from .generation import ChatJob, Part, check_params, check_pipeline, collect, sampling
 from .limits import check as check_limits
 from .openai_api import check_embedding_model, queued_embed, record, run_parts, started, until_disconnect
@@ -29,6 +28,7 @@ from .schemas import (
     OllamaGenerateRequest,
     OllamaOptions,
 )
+from .state import APIError, ServerState, to_api_error
 
 router = APIRouter(tags=["ollama"], responses=ERROR_RESPONSES)
 

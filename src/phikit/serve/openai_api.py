@@ -17,7 +17,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from ..prompt import normalize_messages
-from .app import APIError, ServerState, error_body, to_api_error
 from .generation import (
     ChatJob,
     Part,
@@ -37,6 +36,7 @@ from .schemas import (
     EmbeddingRequest,
     SamplingFields,
 )
+from .state import APIError, ServerState, error_body, to_api_error
 
 router = APIRouter(tags=["openai"], responses=ERROR_RESPONSES)
 

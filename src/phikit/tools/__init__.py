@@ -6,14 +6,12 @@ model turn with tools), :mod:`.builtins` and :mod:`.audit`. The agent loop is :m
 """
 
 from .parse import extract_tool_calls, parse_tool_calls
+from .resolve import as_tool, as_tools, to_openai_tool
 from .schema import (
     Tool,
     ToolCallError,
     ToolDefinitionError,
-    as_tool,
-    as_tools,
     normalize_schema,
-    to_openai_tool,
     tool,
     validate_call,
 )

@@ -16,7 +16,8 @@ from ..errors import BadRequestError
 from ..prompt import normalize_messages
 from .constrain import call_schema, choice_name, processor_for, response_format_schema
 from .parse import extract_tool_calls, looks_like_call
-from .schema import Tool, ToolCallError, as_tools, validate_call
+from .resolve import as_tools
+from .schema import Tool, ToolCallError, validate_call
 
 CHOICES = ("auto", "none", "required")
 CALL_PREFIX = "functools"

@@ -128,7 +128,7 @@ def child_main(req: dict) -> None:
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # the tool's own prints go to stderr, never into the answer
     try:
-        from .schema import as_tool
+        from .resolve import as_tool
 
         tool = as_tool(getattr(importlib.import_module(req["module"]), req["attr"]))
     except BaseException as exc:  # noqa: BLE001 - an import error is the tool's failure, reported as data
