@@ -127,15 +127,30 @@ def test_bad_parameters_raise_one_clear_error(llama_llm, params, needle):
         llama_llm.chat("hi", **params)
 
 
-def test_prompt_over_context_window_is_refused(llama_llm):
+@pytest.fixture(scope="module")
+def small_window():
+    """The embedded model with a 1,024-token window, so filling it is quick (the default is the trained 8,192)."""
+    import phikit
+
+    return phikit.load("smollm2-135m", backend="llamacpp", n_ctx=1024)
+
+
+def test_prompt_over_context_window_is_refused(small_window):
     with pytest.raises(BadRequestError, match="context window"):
-        llama_llm.chat("word " * 5000)
+        small_window.chat("word " * 1500)
 
 
-def test_generation_stops_at_the_end_of_the_context_window(llama_llm):
-    n_prompt = llama_llm.engine.count_tokens(llama_llm.engine.render([{"role": "system", "content": llama_llm.system_prompt}, {"role": "user", "content": "word " * 4070}]))
-    room = llama_llm.engine.context_length - n_prompt
+def test_generation_stops_at_the_end_of_the_context_window(small_window):
+    engine = small_window.engine
+
+    def prompt_tokens(n_words: int) -> int:
+        return len(engine.encode_prompt([{"role": "system", "content": small_window.system_prompt},
+                                         {"role": "user", "content": "word " * n_words}]))
+
+    overhead = prompt_tokens(100) - 100  # about one token per "word "
+    words = "word " * (engine.context_length - overhead - 20)
+    room = engine.context_length - prompt_tokens(engine.context_length - overhead - 20)
     assert 0 < room < 40
-    result = llama_llm.chat("word " * 4070, temperature=0, max_new_tokens=500)
+    result = small_window.chat(words, temperature=0, max_new_tokens=500)
     assert result.usage.completion_tokens <= room
-    assert result.usage.prompt_tokens + result.usage.completion_tokens <= llama_llm.engine.context_length
+    assert result.usage.prompt_tokens + result.usage.completion_tokens <= small_window.engine.context_length
