@@ -11,31 +11,10 @@ import pytest
 import phikit
 import phikit.tools.audit
 from phikit.agent import AgentDone, ToolResult, agent_chat, run_agent
-from phikit.engines import Done, TextDelta, Usage
+from phikit.engines import TextDelta
 from phikit.tools.builtins import DEMO_ORDERS, create_demo_db, get_order_status
 from phikit.tools.provenance import appears_in, identifier_args, is_identifier, missing_identifiers
-
-
-class ScriptedEngine:
-    name, model_name, context_length, chat_template = "scripted", "scripted", 4096, None
-
-    def __init__(self, replies):
-        self.replies = list(replies)
-        self.seen = []
-
-    def generate(self, messages, params, *, tools=None):
-        self.seen.append(messages)
-        text = self.replies.pop(0)
-
-        def events():
-            yield TextDelta(text)
-            yield Done("stop", Usage(10, 5), 1.0, 100.0, text)
-
-        return events()
-
-
-def scripted(*replies):
-    return phikit.LLM(ScriptedEngine(replies))
+from test_agent import scripted
 
 
 def order_call(order_id: str) -> str:

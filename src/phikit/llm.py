@@ -43,14 +43,13 @@ class LLM:
             msgs = [{"role": "system", "content": self.system_prompt}, *msgs]
         if cot:
             msgs = cot_mod.with_cot_prompt(msgs)
+        extra: dict[str, Any] = {"guided": guided} if guided else {}
         adapter = params.pop("adapter", None)  # a LoRA adapter (phikit.tune): name, directory or "none"
         if adapter is not None:
             if not getattr(self.engine, "supports_adapters", False):
                 raise BadRequestError(f"adapters need --backend transformers; this model runs on {self.backend}")
-            return self.engine.generate(msgs, sampling_params(**params), tools=tools, adapter=adapter)
-        if guided:
-            return self.engine.generate(msgs, sampling_params(**params), tools=tools, guided=guided)
-        return self.engine.generate(msgs, sampling_params(**params), tools=tools)
+            extra["adapter"] = adapter
+        return self.engine.generate(msgs, sampling_params(**params), tools=tools, **extra)
 
     def chat(
         self,

@@ -76,3 +76,19 @@ class LocalEngine:
             params=params,
             started=started,
         )
+
+
+class HFTokenizerEngine(LocalEngine):
+    """An in-process backend that holds a transformers ``tokenizer`` (the transformers and fast backends)."""
+
+    tokenizer: Any
+
+    def encode(self, text: str) -> list[int]:
+        # data: "<|im_start|>" typed in a message is split into ordinary tokens, never the control token
+        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+
+    def encode_special(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)

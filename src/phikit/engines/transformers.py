@@ -21,7 +21,7 @@ from ..cache import cache_root, cached_sha256, file_sha256  # noqa: F401 (file_s
 from ..errors import BadRequestError, PhikitError
 from ..models import ModelRef, local_snapshot
 from .base import SamplingParams
-from .local import LocalEngine
+from .local import HFTokenizerEngine
 
 PRECISIONS = ("auto", "nf4", "bf16", "fp32")
 
@@ -162,7 +162,7 @@ def sample(
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-class TransformersEngine(LocalEngine):
+class TransformersEngine(HFTokenizerEngine):
     """A transformers causal LM with its tokenizer.
 
     Args:
@@ -226,16 +226,6 @@ class TransformersEngine(LocalEngine):
     def weight_bytes(self) -> int:
         """Bytes of the loaded weights (``get_memory_footprint``; nf4 counts packed 4-bit storage)."""
         return int(self.model.get_memory_footprint())
-
-    def encode(self, text: str) -> list[int]:
-        # data: "<|im_start|>" typed in a message is split into ordinary tokens, never the control token
-        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
-
-    def encode_special(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
     def token_steps(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
         """Yield one token id per step; stopping iteration frees the KV cache."""

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import PhikitError
 from .access import AccessAndMetrics, AccessPolicy
-from .generation import NotSupportedError, builtin_tool_names
+from .generation import builtin_tool_names
 from .limits import LimitError, ServerLimits
 from .metrics import Metrics
 from .state import APIError, ServerState, error_response, to_api_error  # noqa: F401 - the routes' names, re-exported
@@ -106,7 +106,7 @@ def create_app(
     async def _mapped(request: Request, exc: Exception):
         return error_response(request, to_api_error(exc))
 
-    for kind in (PhikitError, LimitError, QueueFullError, GenerationTimeout, NotSupportedError, Exception):
+    for kind in (PhikitError, LimitError, QueueFullError, GenerationTimeout, Exception):
         app.add_exception_handler(kind, _mapped)
 
     app.include_router(openai_api.router)

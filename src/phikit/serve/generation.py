@@ -19,10 +19,6 @@ from ..errors import BadRequestError
 from ..tools.chat import ToolCallEvent
 
 
-class NotSupportedError(Exception):
-    """A feature this server cannot provide (HTTP 501)."""
-
-
 @dataclass
 class ChatJob:
     """One chat request, validated, in phikit's terms."""

@@ -73,7 +73,7 @@ def chat_job(state: ServerState, req: ChatCompletionRequest) -> ChatJob:
     """Validate a chat request and turn it into a job.
 
     Raises:
-        APIError: 400/404/501 naming the field at fault.
+        APIError: 400/404 naming the field at fault.
     """
     state.check_model(req.model)
     check_unsupported(req)

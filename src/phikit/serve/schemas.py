@@ -33,7 +33,6 @@ ERROR_RESPONSES: dict[int | str, dict] = {
     401: {"model": ErrorResponse, "description": "Missing or wrong API key (when the server has one)"},
     404: {"model": ErrorResponse, "description": "Unknown model"},
     429: {"model": ErrorResponse, "description": "Queue full; retry after the Retry-After header's seconds"},
-    501: {"model": ErrorResponse, "description": "A feature this server does not provide"},
     504: {"model": ErrorResponse, "description": "The request ran past the server's timeout"},
 }
 

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from ..errors import BadRequestError, EngineError, EngineUnavailableError, ModelNotFoundError, PhikitError
 from .access import AccessPolicy
-from .generation import NotSupportedError, new_id
+from .generation import new_id
 from .limits import LimitError, ServerLimits
 from .metrics import Metrics
 from .worker import GenerationTimeout, ModelWorker, QueueFullError
@@ -119,8 +119,6 @@ def to_api_error(exc: BaseException) -> APIError:
                         headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, GenerationTimeout):
         return APIError(504, str(exc), "timeout", code="timeout")
-    if isinstance(exc, NotSupportedError):
-        return APIError(501, str(exc), "not_implemented", code="not_implemented")
     if isinstance(exc, LimitError):
         return APIError(exc.status, str(exc), param=exc.param, code="limit_exceeded")
     if isinstance(exc, EngineUnavailableError):

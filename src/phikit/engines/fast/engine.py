@@ -17,7 +17,7 @@ import torch
 from ...errors import BadRequestError, PhikitError
 from ...models import ModelRef, local_snapshot
 from ..base import SamplingParams
-from ..local import LocalEngine
+from ..local import HFTokenizerEngine
 from .generate import DecodeGraphs, bucket, compile_ops, prefill, uncompile_ops
 from .model import ModelArgs, Transformer
 
@@ -73,7 +73,7 @@ def quantize(model: Transformer, precision: str) -> None:
                 setattr(parent, name, q.to(lin.weight.device))
 
 
-class FastEngine(LocalEngine):
+class FastEngine(HFTokenizerEngine):
     """A Phi-3-family checkpoint on CUDA, decoded through CUDA graphs.
 
     Args:
@@ -145,16 +145,6 @@ class FastEngine(LocalEngine):
     def weight_bytes(self) -> int:
         """Bytes of the loaded weights (packed storage for int4/nf4)."""
         return sum(_nbytes(t) for t in [*self.model.parameters(), *self.model.buffers()])
-
-    def encode(self, text: str) -> list[int]:
-        # data: special-token markers in message text stay ordinary tokens (LocalEngine.encode_prompt)
-        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
-
-    def encode_special(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
     def token_steps(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
         """Yield one token id per step: prefill, then one graph replay per token; sampling on the GPU."""
