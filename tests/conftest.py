@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The user's LoRA registry stays out of the tests: an enabled adapter there would change every answer.
+os.environ["PHIKIT_ADAPTERS"] = os.path.join(tempfile.mkdtemp(prefix="phikit-tests-"), "adapters.json")
 
 
 def in_thread(fn, *args, **kwargs):

@@ -193,15 +193,6 @@ def test_adapter_switches_per_request_and_bad_ones_leave_base_serving(tiny_model
     assert llm.chat("Capital of France?", temperature=0, max_new_tokens=8, adapter="none").text == base_text
 
 
-def test_adapters_need_the_transformers_backend():
-    from types import SimpleNamespace
-
-    from phikit.llm import LLM
-
-    with pytest.raises(BadRequestError, match="adapters need --backend transformers"):
-        LLM(SimpleNamespace(name="llamacpp")).chat("hi", adapter="zorblax")
-
-
 def test_registry_enable_disable_rollback(tmp_path):
     for name in ("a", "b"):
         d = tmp_path / name

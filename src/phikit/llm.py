@@ -47,7 +47,8 @@ class LLM:
         adapter = params.pop("adapter", None)  # a LoRA adapter (phikit.tune): name, directory or "none"
         if adapter is not None:
             if not getattr(self.engine, "supports_adapters", False):
-                raise BadRequestError(f"adapters need --backend transformers; this model runs on {self.backend}")
+                raise BadRequestError(f"the {self.backend} backend applies no LoRA adapters; use --backend llamacpp "
+                                      "(GGUF models) or transformers")
             extra["adapter"] = adapter
         return self.engine.generate(msgs, sampling_params(**params), tools=tools, **extra)
 

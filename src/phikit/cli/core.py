@@ -19,16 +19,20 @@ MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", "-n", help="Most toke
 TemperatureOpt = Annotated[float, typer.Option("--temperature", "-t", help="0 is greedy.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling.")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="--backend openai: the server, e.g. http://gpu-box:8000/v1 (or $PHIKIT_BASE_URL).")]
+AdapterOpt = Annotated[Optional[str], typer.Option("--adapter", help="LoRA adapter from phikit tune (registered name or folder; none = the base model); llama.cpp and transformers backends.")]
 ApiKeyOpt = Annotated[Optional[str], typer.Option("--api-key", help="--backend openai: the server's key (or $OPENAI_API_KEY).")]
 
 
 def load_llm(model: str | None, backend: str, precision: str | None, base_url: str | None = None,
-             api_key: str | None = None):
-    """Load the model the flags name; ``--base-url``/``--api-key`` only go with ``--backend openai``."""
+             api_key: str | None = None, adapter: str | None = None):
+    """Load the model the flags name; ``--base-url``/``--api-key`` only go with ``--backend openai``;
+    ``--adapter`` (a LoRA adapter, checked now) becomes every request's default."""
     from ..errors import BadRequestError
     from ..llm import load
 
     opts = {"precision": precision} if precision else {}
+    if adapter:
+        opts["adapter"] = adapter
     if backend == "openai":
         opts.update(base_url=base_url, api_key=api_key)
     elif base_url or api_key:
@@ -108,7 +112,7 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of streaming.")] = False,
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
-    adapter: Annotated[Optional[str], typer.Option("--adapter", help="LoRA adapter (name or folder) from phikit tune; picks the transformers backend.")] = None,
+    adapter: AdapterOpt = None,
 ) -> None:
     """Answer one question, streaming tokens to the terminal."""
     from ..errors import BadRequestError
@@ -119,10 +123,7 @@ def ask(
         raise BadRequestError("the question is empty: pass the text to ask, e.g. phikit ask \"What is RAG?\"")
     params = params_from_cli(max_tokens, temperature, top_p, top_k, seed, stop)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
-    if adapter:  # LoRA adapters run through peft on the transformers backend (docs/lora.md)
-        params["adapter"] = adapter
-        backend = "transformers" if backend == "auto" else backend
-    llm = load_llm(model, backend, precision, base_url, api_key)
+    llm = load_llm(model, backend, precision, base_url, api_key, adapter)
     tool_names = [t.strip() for t in tools.split(",") if t.strip()] if tools else None
     # The CLI runs the tools it is given (the agent loop: policy, isolation, audit log), with or without a KB.
     req = Request(messages, tools=tool_names, tool_choice=tool_choice, execute_tools=bool(tool_names), kb=kb,
@@ -160,6 +161,7 @@ def chat(
     tools: Annotated[Optional[str], typer.Option("--tools", help="Comma-separated built-in tools the agent may call, e.g. get_order_status.")] = None,
     tool_choice: Annotated[str, typer.Option("--tool-choice", help="auto | none | required | a tool name")] = "auto",
     kb: Annotated[Optional[str], typer.Option("--kb", help="Answer only from this knowledge base, with citations.")] = None,
+    adapter: AdapterOpt = None,
 ) -> None:
     """Multi-turn chat with history; the KV cache is reused across turns. Commands: /help, /reset, /exit.
 
@@ -173,7 +175,7 @@ def chat(
     params = params_from_cli(max_tokens, temperature, 1.0, 0, seed, [])
     if ctx is not None and ctx < 64:
         raise BadRequestError("--ctx must be at least 64 tokens")
-    llm = _load_for_chat(model, backend, precision, ctx)
+    llm = _load_for_chat(model, backend, precision, ctx, adapter)
     tool_names = [t.strip() for t in tools.split(",") if t.strip()] if tools else None
     # each turn is one pipeline request, as in `phikit ask`: tools run through the agent loop, kb grounds
     policy: dict = {}
@@ -232,12 +234,15 @@ def chat(
               file=sys.stderr)
 
 
-def _load_for_chat(model: str | None, backend: str, precision: str | None, ctx: int | None):
+def _load_for_chat(model: str | None, backend: str, precision: str | None, ctx: int | None,
+                   adapter: str | None = None):
     """Load the model; ``--ctx`` sizes llama.cpp's KV cache (other backends only trim the history to it)."""
     from ..llm import load
     from ..models import resolve
 
     opts: dict = {"precision": precision} if precision else {}
+    if adapter:
+        opts["adapter"] = adapter
     if ctx is not None and (backend == "llamacpp" or (backend == "auto" and resolve(model).is_gguf)):
         opts["n_ctx"] = ctx
     return load(model, backend=backend, **opts)

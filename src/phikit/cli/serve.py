@@ -26,6 +26,7 @@ def serve(
     max_queue: Annotated[int, typer.Option("--max-queue", help="Requests that may wait for the model; more get 429.")] = 16,
     timeout: Annotated[float, typer.Option("--timeout", help="Per-request limit in seconds, queueing included.")] = 600.0,
     allow_origin: Annotated[list[str], typer.Option("--allow-origin", help="A browser origin besides the server's own that may call the API, e.g. http://localhost:3000 (repeatable; or $PHIKIT_ALLOW_ORIGINS, comma-separated; * for any).")] = [],  # noqa: B006
+    adapter: Annotated[str | None, typer.Option("--adapter", help="LoRA adapter every request gets unless it names another (phikit.adapter or model base:adapter); default: the registry's enabled one.")] = None,
     allowed_hosts: Annotated[str | None, typer.Option("--allowed-hosts", help="Comma-separated Host names to accept besides localhost, 127.0.0.1, [::1] and --host (or $PHIKIT_ALLOWED_HOSTS; * for any).")] = None,
 ) -> None:
     """Serve a model over OpenAI's and Ollama's APIs, with a chat page at http://HOST:PORT/."""
@@ -42,6 +43,8 @@ def serve(
             open_kb(path)  # fail now, with a clear line, if it is not a knowledge base
             kbs[Path(path).expanduser().resolve().name] = str(Path(path).expanduser().resolve())
     opts = {"precision": precision} if precision else {}
+    if adapter:
+        opts["adapter"] = adapter
     if backend == "openai":
         opts.update(base_url=base_url, api_key=remote_key)
     elif base_url:

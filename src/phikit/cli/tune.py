@@ -112,7 +112,7 @@ def show(name: Annotated[str, typer.Argument(help="Registered name or adapter di
 
 @adapters_app.command("enable")
 def enable(name: Annotated[str, typer.Argument(help="Registered name or adapter directory.")]) -> None:
-    """Apply this adapter by default on the transformers backend (a running server follows)."""
+    """Apply this adapter to every request that names none (a running server follows, no restart)."""
     from ..adapters import enable_adapter
 
     enable_adapter(name)
@@ -161,13 +161,14 @@ def eval_knowledge(
     facts: Annotated[str, typer.Argument(help="JSONL: {question, expected: [keywords]} (held-out paraphrases).")],
     adapter: Annotated[Optional[str], typer.Option("--adapter", help="Registered name or adapter directory.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model (default: the adapter's base, else the embedded one).")] = None,
+    backend: Annotated[str, typer.Option("--backend", "-b", help="auto (llama.cpp for GGUF) | llamacpp | transformers")] = "auto",
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens per answer.")] = 48,
     as_json: JsonOpt = False,
 ) -> None:
     """Fact recall without and with the adapter; with --adapter, exit 1 if recall drifted below the stored score."""
     from ..tune.evaluate import check_drift
 
-    report = check_drift(facts, adapter=adapter, model=model, max_new_tokens=max_tokens,
+    report = check_drift(facts, adapter=adapter, model=model, backend=backend, max_new_tokens=max_tokens,
                          progress=sys.stderr.isatty())
     if as_json:
         print(json.dumps(report))

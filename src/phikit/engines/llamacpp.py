@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import BadRequestError, PhikitError
 from ..models import ModelRef
 from .base import SamplingParams
+from .llamacpp_lora import LlamaCppAdapters
 from .local import LocalEngine
 
 DEFAULT_CONTEXT = 4096  # when the file does not say its trained context
@@ -127,7 +128,7 @@ def _as_numpy_processor(proc):
     return call
 
 
-class LlamaCppEngine(LocalEngine):
+class LlamaCppEngine(LlamaCppAdapters, LocalEngine):
     """A GGUF model run by llama.cpp.
 
     Args:
@@ -150,16 +151,19 @@ class LlamaCppEngine(LocalEngine):
             same kernels: greedy output is identical to a cold run (tests/test_chat.py). The cost is
             re-evaluating up to ``n_batch - 1`` cached tokens per call. None reads ``$PHIKIT_PREFIX_CACHE``
             (on unless ``0``).
+        adapter: a LoRA adapter (registered name or PEFT directory) applied to every request by default;
+            converted to a GGUF LoRA once and switched per request (:mod:`phikit.engines.llamacpp_lora`).
 
     Raises:
         BadRequestError: ``ref`` is not a GGUF file.
         PhikitError: llama.cpp could not load the file.
+        AdapterError: ``adapter`` is missing, corrupt or made for another base model.
     """
 
     name = "llamacpp"
 
     def __init__(self, ref: ModelRef, *, n_ctx: int | None = None, n_threads: int | None = None, n_gpu_layers: int = 0,
-                 prefix_cache: bool | None = None, n_batch: int = 512):
+                 prefix_cache: bool | None = None, n_batch: int = 512, adapter: str | None = None):
         if not ref.is_gguf:
             raise BadRequestError(
                 f"the llamacpp backend needs a .gguf file but {ref.source!r} is a transformers checkpoint; "
@@ -199,6 +203,7 @@ class LlamaCppEngine(LocalEngine):
             "eos_token": model.token_get_text(eos) if eos >= 0 else "",
         }
         self.eos_ids = {i for i in (eos, int(meta.get("tokenizer.ggml.eot_token_id", -1))) if i >= 0}
+        self.init_loras(ref, adapter)
 
     def encode(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)  # data: markers stay text

@@ -20,6 +20,7 @@ import torch
 from ..cache import cache_root, cached_sha256, file_sha256  # noqa: F401 (file_sha256 re-exported)
 from ..errors import BadRequestError, PhikitError
 from ..models import ModelRef, local_snapshot
+from .adapting import AdapterSwitch
 from .base import SamplingParams
 from .local import HFTokenizerEngine
 
@@ -162,7 +163,7 @@ def sample(
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-class TransformersEngine(HFTokenizerEngine):
+class TransformersEngine(AdapterSwitch, HFTokenizerEngine):
     """A transformers causal LM with its tokenizer.
 
     Args:
@@ -179,7 +180,6 @@ class TransformersEngine(HFTokenizerEngine):
     """
 
     name = "transformers"
-    supports_adapters = True
 
     def __init__(self, ref: ModelRef, *, precision: str = "auto", device: str | None = None, model=None, tokenizer=None,
                  adapter: str | None = None):
@@ -196,13 +196,11 @@ class TransformersEngine(HFTokenizerEngine):
         eos = getattr(model.generation_config, "eos_token_id", None)
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
-        # LoRA adapters (phikit.tune): name -> directory of those loaded; the fixed default from ``adapter=``;
-        # without one, the registry's enabled adapter (``phikit adapters enable``), re-read when it changes.
+        # LoRA adapters (phikit.tune): name -> directory of those loaded; which one a request gets is
+        # :class:`AdapterSwitch`'s choice (per request, load-time default, or the registry's enabled one).
         self.adapters: dict[str, str] = {}
         self._active: str | None = None
-        self._registry_seen: tuple | None = None
-        self._registry_default: str | None = None
-        self.adapter = self.load_adapter(adapter) if adapter else None
+        self.init_adapters(adapter, ref)
 
     def _load(self, ref: ModelRef):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -284,45 +282,8 @@ class TransformersEngine(HFTokenizerEngine):
             self.model.set_adapter(name)
         self._active = name
 
-    def default_adapter(self) -> str | None:
-        """The adapter a request without one gets: ``adapter=`` at load, else the registry's enabled one.
-
-        A registry adapter that fails to load (missing, corrupt, other base) is reported once on stderr and
-        the base model answers.
-        """
-        if self.adapter:
-            return self.adapter
-        from ..adapters import read_registry, registry_path
-
-        try:
-            st = registry_path().stat()
-            seen = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            seen = None
-        if seen != self._registry_seen:
-            self._registry_seen, self._registry_default = seen, None
-            enabled = read_registry()["enabled"] if seen else None
-            if enabled:
-                try:
-                    self._registry_default = self.load_adapter(enabled)
-                except PhikitError as exc:
-                    note(f"enabled adapter not applied, the base model answers: {exc}")
-        return self._registry_default
-
     def generate(self, messages, params: SamplingParams, *, tools=None, adapter: str | None = None):
         """As :meth:`LocalEngine.generate`, through ``adapter`` (a name, a directory, or ``"none"`` for the base)."""
-        name = None if adapter == "none" else self.load_adapter(adapter) if adapter else self.default_adapter()
+        name = self.pick_adapter(adapter)
         events = super().generate(messages, params, tools=tools)
-        return self._through(name, events) if self.adapters else events
-
-    def _through(self, name: str | None, events):
-        try:
-            while True:
-                self.activate(name)  # per step, so interleaved streams each keep their adapter
-                try:
-                    ev = next(events)
-                except StopIteration:
-                    return
-                yield ev
-        finally:
-            events.close()
+        return self.through(name, events) if self.adapters else events

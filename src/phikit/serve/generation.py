@@ -32,6 +32,7 @@ class ChatJob:
     kb: Any = None
     execute_tools: bool = False
     raw_prompt: str | None = None  # /v1/completions and /api/generate with raw=true: no chat template
+    adapter: str | None = None  # a registered LoRA adapter, "none" for the base, None for the server's default
 
 
 @dataclass
@@ -121,7 +122,7 @@ def start_job(llm, job: ChatJob):
     from ..pipeline import Request, run
 
     def start(cancel) -> Iterator[Any]:
-        params = {**job.params, "cancel": cancel}
+        params = {**job.params, "cancel": cancel, **({"adapter": job.adapter} if job.adapter else {})}
         if job.raw_prompt is not None:
             return context_guard(llm, raw_completion(llm, job.raw_prompt, params))
         req = Request(job.messages, tools=job.tools, tool_choice=job.tool_choice or "auto", kb=job.kb, cot=job.cot,
@@ -166,16 +167,20 @@ def raw_completion(llm, prompt: str, params: dict[str, Any]) -> Iterator[Any]:
     from ..result import sampling_params
 
     engine = llm.engine
+    adapter = params.pop("adapter", None)
     sp = sampling_params(**params)
     if not (hasattr(engine, "encode") and hasattr(engine, "token_steps")):
-        return engine.generate([{"role": "user", "content": prompt}], sp)
+        return engine.generate([{"role": "user", "content": prompt}], sp, **({"adapter": adapter} if adapter else {}))
     started = time.perf_counter()
     ids = getattr(engine, "encode_special", engine.encode)(prompt)  # a raw prompt carries its own markers
     if not ids:
         raise BadRequestError("the prompt is empty: give some text to continue")
     check_context(len(ids), sp, engine.context_length)
-    return stream_tokens(engine.token_steps(ids, sp), decode=engine.decode, eos_ids=engine.eos_ids,
-                         prompt_tokens=len(ids), params=sp, started=started)
+    events = stream_tokens(engine.token_steps(ids, sp), decode=engine.decode, eos_ids=engine.eos_ids,
+                           prompt_tokens=len(ids), params=sp, started=started)
+    if getattr(engine, "supports_adapters", False):  # the LoRA adapter a chat request would get
+        return engine.through(engine.pick_adapter(adapter), events)
+    return events
 
 
 def builtin_tool_names() -> list[str]:

@@ -103,7 +103,8 @@ async def chat(req: OllamaChatRequest, request: Request):
     messages = normalize_messages([ollama_message(m.model_dump(exclude_none=True)) for m in req.messages])
     tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
     job = ChatJob(messages=messages, params=params, tools=tools, response_format=fmt, kb=state.pick_kb(req.phikit.kb),
-                  cot=req.phikit.cot, execute_tools=req.phikit.execute_tools)
+                  cot=req.phikit.cot, execute_tools=req.phikit.execute_tools,
+                  adapter=state.pick_adapter(req.model, req.phikit.adapter))
     check_pipeline(job)
     model, t0 = req.model or state.model, time.perf_counter()
     gen = run_parts(state, job)
@@ -168,11 +169,13 @@ async def generate(req: OllamaGenerateRequest, request: Request):
     check_limits(state.limits, stop=(req.options.stop if req.options else None),
                  schema=req.format if isinstance(req.format, dict) else None, prefix="options.")
     params, fmt = ollama_params(req.options, req.format)
+    adapter = state.pick_adapter(req.model, req.phikit.adapter)
     if req.raw:
-        job = ChatJob(messages=[], params=params, raw_prompt=req.prompt)
+        job = ChatJob(messages=[], params=params, raw_prompt=req.prompt, adapter=adapter)
     else:
         msgs = ([{"role": "system", "content": req.system}] if req.system else []) + [{"role": "user", "content": req.prompt}]
-        job = ChatJob(messages=normalize_messages(msgs), params=params, response_format=fmt, kb=state.pick_kb(req.phikit.kb))
+        job = ChatJob(messages=normalize_messages(msgs), params=params, response_format=fmt, kb=state.pick_kb(req.phikit.kb),
+                      adapter=adapter)
     gen = run_parts(state, job)
 
     def line(p: Part) -> dict | None:
@@ -220,7 +223,11 @@ def model_entry(state: ServerState) -> dict:
 
 @router.get("/api/tags")
 async def tags(request: Request) -> dict:
-    return {"models": [model_entry(request.app.state.phikit)]}
+    """The served model, then each LoRA adapter it can apply as ``base:adapter``."""
+    state: ServerState = request.app.state.phikit
+    base = model_entry(state)
+    return {"models": [base, *({**base, "name": f"{state.model}:{n}", "model": f"{state.model}:{n}"}
+                               for n in sorted(state.adapters()))]}
 
 
 @router.get("/api/ps")

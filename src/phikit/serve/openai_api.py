@@ -55,9 +55,6 @@ def check_unsupported(req: SamplingFields) -> None:
         if getattr(req, name):
             raise APIError(400, f"{name} is not supported; use \"phikit\": {{\"repetition_penalty\": 1.1}}",
                            param=name)
-    if req.phikit.adapter:
-        raise APIError(404, f"adapter {req.phikit.adapter!r} not found: this server has no LoRA adapters loaded",
-                       param="phikit.adapter", code="adapter_not_found")
 
 
 def request_params(req: SamplingFields) -> dict[str, Any]:
@@ -104,7 +101,7 @@ def chat_job(state: ServerState, req: ChatCompletionRequest) -> ChatJob:
             fmt = None
     job = ChatJob(messages=messages, params=request_params(req), tools=tools, tool_choice=req.tool_choice,
                   response_format=fmt, cot=req.phikit.cot, kb=state.pick_kb(req.phikit.kb),
-                  execute_tools=req.phikit.execute_tools)
+                  execute_tools=req.phikit.execute_tools, adapter=state.pick_adapter(req.model, req.phikit.adapter))
     check_pipeline(job)
     return job
 
@@ -173,21 +170,31 @@ async def started(gen: AsyncIterator[Part]) -> AsyncIterator[Part]:
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict:
-    """The one model this server holds (``max_model_len`` is its context window, as vLLM reports)."""
-    return {"object": "list", "data": [model_card(state_of(request))]}
+    """The model this server holds (``max_model_len`` is its context window, as vLLM reports), then each LoRA
+    adapter it can apply as ``base:adapter`` with ``parent`` = the base (as vLLM lists LoRA modules)."""
+    state = state_of(request)
+    return {"object": "list", "data": [model_card(state), *(model_card(state, name, path)
+                                                            for name, path in sorted(state.adapters().items()))]}
 
 
-def model_card(state: ServerState) -> dict:
-    return {"id": state.model, "object": "model", "created": int(state.started_at), "owned_by": "phikit",
-            "max_model_len": state.llm.engine.context_length, "backend": state.llm.backend}
+def model_card(state: ServerState, adapter: str | None = None, path: str | None = None) -> dict:
+    card = {"id": state.model, "object": "model", "created": int(state.started_at), "owned_by": "phikit",
+            "root": state.model, "parent": None, "max_model_len": state.llm.engine.context_length,
+            "backend": state.llm.backend}
+    if adapter:
+        from ..adapters import read_registry
+
+        card.update(id=f"{state.model}:{adapter}", root=path, parent=state.model,
+                    phikit={"adapter": adapter, "enabled": read_registry()["enabled"] == adapter})
+    return card
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> dict:
     state = state_of(request)
-    if model_id.split(":")[0] != state.model:
-        state.check_model(model_id)
-    return model_card(state)
+    state.check_model(model_id)
+    name = state.pick_adapter(model_id, None)
+    return model_card(state, name, state.adapters()[name]) if name and name != "none" else model_card(state)
 
 
 @router.post("/v1/chat/completions")
@@ -278,7 +285,8 @@ async def completions(req: CompletionRequest, request: Request):
     prompt = prompts[0]
     if not prompt.strip():
         raise APIError(400, "prompt is empty: give some text to continue", param="prompt")
-    job = ChatJob(messages=[], params=request_params(req), raw_prompt=prompt)
+    job = ChatJob(messages=[], params=request_params(req), raw_prompt=prompt,
+                  adapter=state.pick_adapter(req.model, req.phikit.adapter))
     rid, created, model, t0 = new_id("cmpl"), int(time.time()), state.model, time.perf_counter()
     gen = run_parts(state, job)
 

@@ -71,6 +71,40 @@ class ServerState:
         raise APIError(404, f"the model {name!r} does not exist on this server; it serves {self.model!r} "
                             "(GET /v1/models lists it)", param="model", code="model_not_found")
 
+    def adapters(self) -> dict[str, str]:
+        """LoRA adapters this server can apply: registered ones made for its base model (name -> directory).
+        Re-read on every call, so ``phikit tune`` / ``adapters remove`` show without a restart."""
+        engine = self.llm.engine
+        return engine.registered_adapters() if getattr(engine, "supports_adapters", False) else {}
+
+    def pick_adapter(self, model: str | None, requested: str | None) -> str | None:
+        """The adapter a request asks for: ``phikit.adapter``, or the tag of ``model`` (``base:adapter``, as
+        vLLM names LoRA modules). None means the server's default (``--adapter``, else the registry's
+        enabled one); ``"none"`` the base model. Clients choose registered names only, never a path.
+
+        Raises:
+            APIError: 404 for an adapter this server does not have; 400 for two different choices.
+        """
+        tag = model.split(":", 1)[1] if isinstance(model, str) and ":" in model else None
+        if tag in (None, "", "latest"):
+            tag = None
+        choices = {c for c in (requested, tag) if c}
+        if len(choices) > 1:
+            raise APIError(400, f"model names adapter {tag!r} but phikit.adapter is {requested!r}; give one",
+                           param="phikit.adapter")
+        if not choices:
+            return None
+        name = choices.pop()
+        if name == "none":
+            return name
+        known = self.adapters()
+        if name not in known:
+            have = ", ".join(f"{self.model}:{n}" for n in sorted(known)) or "none"
+            raise APIError(404, f"adapter {name!r} not found on this server (adapters: {have}); register one with "
+                                "`phikit tune` (GET /v1/models lists them)",
+                           param="phikit.adapter" if requested else "model", code="adapter_not_found")
+        return name
+
     def pick_kb(self, choice: bool | str | None) -> Any:
         """The knowledge base a request uses (None for none).
 

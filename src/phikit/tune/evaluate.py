@@ -80,9 +80,40 @@ def perplexity(model, tokenizer, text: str = GENERAL_TEXT) -> float:
     return float(math.exp(loss.float().item()))
 
 
+def llamacpp_perplexity(engine, text: str = GENERAL_TEXT) -> float:
+    """:func:`perplexity` on a llama.cpp engine, through its active adapter: one decode step per token, each
+    step's next-token log-probability read from ``llama_get_logits_ith`` (llama-cpp-python keeps only the
+    last position's logits unless the context was made with ``logits_all``). Drops the engine's prefix cache."""
+    import llama_cpp
+    import numpy as np
+
+    ids = engine.encode(text)
+    llm = engine.llm
+    engine._slot = []
+    llm.reset()
+    nll = 0.0
+    for i, tok in enumerate(ids[:-1]):
+        llm.eval([tok])
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(llm.n_vocab(),))
+        top = logits.max()
+        nll -= float(logits[ids[i + 1]] - top - np.log(np.exp(logits - top).sum()))
+    llm.reset()
+    return float(math.exp(nll / max(1, len(ids) - 1)))
+
+
+def general_perplexity(engine) -> float:
+    """Retention perplexity on whatever backend ``engine`` is (llama.cpp or transformers), adapter as active."""
+    if engine.name == "llamacpp":
+        return llamacpp_perplexity(engine)
+    return perplexity(engine.model, engine.tokenizer)
+
+
 def check_drift(facts_path: str | Path, *, adapter: str | None = None, model: str | None = None,
-                max_new_tokens: int = 48, progress: bool = False) -> dict[str, Any]:
+                backend: str = "auto", max_new_tokens: int = 48, progress: bool = False) -> dict[str, Any]:
     """Score ``facts_path`` on the base model and, with ``adapter``, through it; record the check.
+
+    ``backend`` ``auto`` is the one the base serves on by default (llama.cpp for a GGUF file), so the check
+    measures what users get.
 
     With an adapter, its stored after-training recall (for the same facts file) is the bar: a lower recall
     now, or a general perplexity more than :data:`MAX_PPL_RATIO` times the base's, is drift. Each check
@@ -106,14 +137,14 @@ def check_drift(facts_path: str | Path, *, adapter: str | None = None, model: st
         _, path = resolve_adapter(adapter)
         manifest = read_manifest(path)
         model = model or manifest["base"]["source"]
-    llm = load(model, backend="transformers")
+    llm = load(model, backend=backend, adapter="none")  # "none": the registry's enabled adapter stays out
     engine = llm.engine
 
     def score(name: str) -> dict:
-        engine.activate(None if name == "none" else name)
         r = knowledge_recall(llm, facts, adapter=name, max_new_tokens=max_new_tokens, progress=progress)
-        return {"recall": r["recall"], "hits": r["hits"], "n": r["n"],
-                "perplexity_general": round(perplexity(engine.model, engine.tokenizer), 3)}
+        engine.activate(None if name == "none" else name)
+        return {"recall": r["recall"], "hits": r["hits"], "n": r["n"], "backend": engine.name,
+                "perplexity_general": round(general_perplexity(engine), 3)}
 
     name = engine.load_adapter(str(path)) if path else None
     report: dict[str, Any] = {"base": score("none"), "adapter": None, "stored_recall": None, "drift": None}
