@@ -25,7 +25,7 @@ class ModelRef:
     Attributes:
         name: registry name (``smollm2-135m``) or the string the user gave.
         source: hub id, local directory, or path of a ``.gguf`` file.
-        format: ``"hf"`` (a transformers checkpoint) or ``"gguf"``.
+        format: ``"hf"`` (a transformers checkpoint), ``"gguf"`` or ``"onnx"`` (an onnxruntime-genai directory).
         system_prompt: used when the messages bring none (like an Ollama Modelfile's SYSTEM).
     """
 
@@ -144,7 +144,7 @@ def default_model() -> str:
 
 
 def resolve(model: str | None = None) -> ModelRef:
-    """Turn a registry name, ``.gguf`` path, local checkpoint directory or hub id into a :class:`ModelRef`.
+    """Turn a registry name, ``.gguf`` path, local checkpoint or ONNX directory, or hub id into a :class:`ModelRef`.
 
     Only the file system is consulted; whether a hub id is cached is checked at load time. A requantized
     registry model missing from the cache is written first (:func:`prepare`).
@@ -161,6 +161,8 @@ def resolve(model: str | None = None) -> ModelRef:
             raise ModelNotFoundError(f"GGUF file {name!r} does not exist; check the path")
         return ModelRef(path.name, str(path), "gguf")
     if path.is_dir():
+        if (path / "genai_config.json").is_file():  # an onnxruntime-genai model (`phikit export onnx`)
+            return ModelRef(path.name, str(path), "onnx")
         ggufs = sorted(path.glob("*.gguf"))
         if not (path / "config.json").exists() and len(ggufs) == 1:
             return ModelRef(path.name, str(ggufs[0]), "gguf")

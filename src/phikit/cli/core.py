@@ -12,7 +12,7 @@ import typer
 from . import app
 
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name, hub id, directory or .gguf path.")]
-BackendOpt = Annotated[str, typer.Option("--backend", "-b", help="auto | llamacpp | transformers | openai")]
+BackendOpt = Annotated[str, typer.Option("--backend", "-b", help="auto | llamacpp | transformers | onnx | openai")]
 PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="transformers backend: auto | nf4 | bf16 | fp32")]
 SystemOpt = Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt.")]
 MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens to generate.")]

@@ -8,7 +8,7 @@ from ..errors import BadRequestError
 from ..models import ModelRef
 from .base import Done, Engine, Event, SamplingParams, TextDelta, Usage
 
-BACKENDS = ("auto", "llamacpp", "transformers", "fast", "openai")
+BACKENDS = ("auto", "llamacpp", "transformers", "onnx", "fast", "openai")
 
 __all__ = ["BACKENDS", "Done", "Engine", "Event", "SamplingParams", "TextDelta", "Usage", "load_engine"]
 
@@ -16,22 +16,25 @@ __all__ = ["BACKENDS", "Done", "Engine", "Event", "SamplingParams", "TextDelta",
 def load_engine(ref: ModelRef, backend: str = "auto", **opts) -> Engine:
     """Load ``ref`` on a backend.
 
-    ``auto`` picks llama.cpp for GGUF files (fast on CPU) and transformers for checkpoints.
+    ``auto`` picks llama.cpp for GGUF files (fast on CPU), onnxruntime-genai for ONNX model directories
+    (``phikit export onnx``) and transformers for checkpoints.
 
     Args:
         ref: a resolved model.
-        backend: ``auto`` | ``llamacpp`` | ``transformers`` | ``fast`` (CUDA only) | ``openai``.
+        backend: ``auto`` | ``llamacpp`` | ``transformers`` | ``onnx`` | ``fast`` (CUDA only) | ``openai``.
         **opts: backend options (``precision``/``device`` for transformers, ``n_ctx``/``n_threads`` for llama.cpp).
 
     Raises:
         BadRequestError: unknown backend, or options the backend does not take.
     """
     if backend == "auto" and ref is not None:
-        backend = "llamacpp" if ref.is_gguf else "transformers"
+        backend = "llamacpp" if ref.is_gguf else "onnx" if ref.format == "onnx" else "transformers"
     if backend == "llamacpp":
         from .llamacpp import LlamaCppEngine as cls
     elif backend == "transformers":
         from .transformers import TransformersEngine as cls
+    elif backend == "onnx":  # a directory from `phikit export onnx` (engines/onnx.py)
+        from .onnx import OnnxEngine as cls
     elif backend == "fast":  # Phi-3-family checkpoints on CUDA, CUDA-graph decoding (engines/fast)
         from .fast import FastEngine as cls
     elif backend == "openai":  # a remote OpenAI-compatible server; ``ref`` is the server's model id (or None)

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..errors import BadRequestError, PhikitError
 
 TYPES = ("q8_0", "f16")
+K_QUANTS = {"q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}  # llama.cpp's llama_ftype values (LLAMA_FTYPE_MOSTLY_*)
 
 
 def _target_types():
@@ -124,3 +125,74 @@ def requantize(src_path: str | Path, out_path: str | Path, type: str = "q8_0", *
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
+
+
+def quantize_k(src_path: str | Path, out_path: str | Path, type: str = "q4_k_m", *, threads: int = 0,
+               progress: bool = True) -> Path:
+    """Write ``src_path``'s model to ``out_path`` as a llama.cpp k-quant, with llama.cpp's own quantizer
+    (``llama_model_quantize`` from llama-cpp-python's low-level bindings, what ``llama-quantize`` runs).
+
+    k-quants mix types per tensor (Q4_K_M keeps some attention/FFN tensors at Q6_K), which only llama.cpp
+    decides, so they are not written by :func:`requantize`. A source that is not F16/F32 is first written
+    as F16 (:func:`requantize`), so the k-quant is made from full-precision values, never re-quantized from
+    4 bits. Written under a temporary name beside ``out_path`` and renamed into place.
+
+    Args:
+        src_path: a GGUF file llama.cpp can load.
+        out_path: the new file; replaced atomically if it exists.
+        type: ``"q4_k_m"`` (about 4.8 bits per weight), ``"q5_k_m"`` or ``"q6_k"``.
+        threads: quantizer threads; 0 lets llama.cpp use every core.
+        progress: passed to :func:`requantize` when an F16 intermediate is needed.
+
+    Raises:
+        BadRequestError: an unknown ``type``.
+        PhikitError: llama.cpp could not read the source or write the output.
+    """
+    import llama_cpp
+    from gguf import GGUFReader, Keys, LlamaFileType
+
+    if type not in K_QUANTS:
+        raise BadRequestError(f"unknown k-quant {type!r}; use one of {', '.join(K_QUANTS)}")
+    src, out = Path(src_path), Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    f16 = None
+    try:
+        try:
+            ftype = GGUFReader(src).get_field(Keys.General.FILE_TYPE)
+        except (OSError, ValueError) as exc:
+            raise PhikitError(f"could not read GGUF file {src}: {exc}") from None
+        if ftype is None or int(ftype.contents()) not in (LlamaFileType.ALL_F32, LlamaFileType.MOSTLY_F16):
+            f16 = Path(tmp + ".f16")
+            requantize(src, f16, "f16", progress=progress)
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = K_QUANTS[type]
+        params.nthread = threads
+        from llama_cpp._utils import suppress_stdout_stderr  # llama.cpp logs every tensor on stderr
+
+        with suppress_stdout_stderr(disable=False):
+            rc = llama_cpp.llama_model_quantize(str(f16 or src).encode(), tmp.encode(), params)
+        if rc != 0:
+            raise PhikitError(f"llama.cpp could not quantize {src} to {type} (llama_model_quantize returned {rc})")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    finally:
+        for leftover in (tmp, f16):
+            if leftover and os.path.exists(leftover):
+                os.unlink(leftover)
+    return out
+
+
+def write_gguf(src_path: str | Path, out_path: str | Path, type: str, **kw) -> Path:
+    """:func:`requantize` for ``f16``/``q8_0``, :func:`quantize_k` for k-quants (``q4_k_m``, ...).
+
+    Raises:
+        BadRequestError: an unknown ``type``.
+        PhikitError: as the two writers.
+    """
+    if type in TYPES:
+        return requantize(src_path, out_path, type, progress=kw.get("progress", True))
+    if type in K_QUANTS:
+        return quantize_k(src_path, out_path, type, **kw)
+    raise BadRequestError(f"unknown GGUF type {type!r}; use one of {', '.join((*TYPES, *K_QUANTS))}")

@@ -168,8 +168,8 @@ def _tokenizer_info(engine: Any):
     import xgrammar as xgr
 
     stop = sorted(getattr(engine, "eos_ids", ()) or ())
-    if hasattr(engine, "tokenizer"):  # transformers
-        width = int(engine.model.get_output_embeddings().weight.shape[0])
+    if hasattr(engine, "tokenizer"):  # transformers; onnx (which says its logits width)
+        width = getattr(engine, "logits_width", None) or int(engine.model.get_output_embeddings().weight.shape[0])
         info = xgr.TokenizerInfo.from_huggingface(engine.tokenizer, vocab_size=width, stop_token_ids=stop)
         return info, width
     if hasattr(engine, "llm") and hasattr(engine.llm, "_model"):  # llama.cpp
