@@ -34,7 +34,7 @@ def server(llm):
     from phikit.serve import create_app
     from phikit.serve.background import background
 
-    app = create_app(llm, max_queue=4, timeout_s=120)
+    app = create_app(llm, max_queue=4, timeout_s=120, parallel=4)  # continuous batching on (4 slots)
     with background(app) as url:
         yield url, app
 
@@ -222,16 +222,20 @@ def test_full_queue_gets_429_with_retry_after(llm):
     from phikit.serve import create_app
     from phikit.serve.background import background
 
-    app = create_app(llm, max_queue=0)  # one running, none waiting
+    app = create_app(llm, max_queue=0, parallel=2)  # two slots decoding, none waiting
     with background(app) as url:
         c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
-        stream = c.chat.completions.create(model=llm.model, messages=LONG, max_tokens=2000, stream=True)
-        next(iter(stream))  # the model is now busy with this one
+        streams = [c.chat.completions.create(model=llm.model, messages=LONG, max_tokens=2000, stream=True)
+                   for _ in range(2)]
+        for stream in streams:
+            next(iter(stream))  # both slots are now busy
+        assert health(url)["slots"]["active"] >= 2
         resp = httpx.post(url + "/v1/chat/completions", json={"messages": QUESTION, "max_tokens": 2})
         assert resp.status_code == 429
         assert int(resp.headers["retry-after"]) >= 1
         assert error_of(resp)["code"] == "queue_full"
-        stream.close()
+        for stream in streams:
+            stream.close()
         deadline = time.monotonic() + 60
         while health(url)["queue"]["running"] and time.monotonic() < deadline:
             time.sleep(0.05)

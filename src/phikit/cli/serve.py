@@ -25,6 +25,7 @@ def serve(
     api_key: Annotated[str | None, typer.Option("--api-key", help="Require 'Authorization: Bearer KEY' on /v1 and /api (or $PHIKIT_API_KEY).")] = None,
     max_queue: Annotated[int, typer.Option("--max-queue", help="Requests that may wait for the model; more get 429.")] = 16,
     timeout: Annotated[float, typer.Option("--timeout", help="Per-request limit in seconds, queueing included.")] = 600.0,
+    parallel: Annotated[int | None, typer.Option("--parallel", help="Requests generated at once; on llama.cpp they are decoded together in slots (continuous batching, prefix reuse). Default: from the machine's cores and memory; 1: one at a time.")] = None,
     allow_origin: Annotated[list[str], typer.Option("--allow-origin", help="A browser origin besides the server's own that may call the API, e.g. http://localhost:3000 (repeatable; or $PHIKIT_ALLOW_ORIGINS, comma-separated; * for any).")] = [],  # noqa: B006
     adapter: Annotated[str | None, typer.Option("--adapter", help="LoRA adapter every request gets unless it names another (phikit.adapter or model base:adapter); default: the registry's enabled one.")] = None,
     allowed_hosts: Annotated[str | None, typer.Option("--allowed-hosts", help="Comma-separated Host names to accept besides localhost, 127.0.0.1, [::1] and --host (or $PHIKIT_ALLOWED_HOSTS; * for any).")] = None,
@@ -35,6 +36,8 @@ def serve(
 
     if max_queue < 0 or timeout <= 0:
         raise BadRequestError("--max-queue must be >= 0 and --timeout > 0")
+    if parallel is not None and parallel < 1:
+        raise BadRequestError(f"--parallel must be at least 1, got {parallel}")
     kbs = {}
     if kb:
         from ..rag.store import open_kb
@@ -59,11 +62,12 @@ def serve(
     origins = [*allow_origin, *_csv(os.environ.get("PHIKIT_ALLOW_ORIGINS"))]
     hosts = _csv(allowed_hosts or os.environ.get("PHIKIT_ALLOWED_HOSTS"))
     server = create_app(llm, api_key=key, kbs=kbs, max_queue=max_queue, timeout_s=timeout, host=host,
-                        allowed_hosts=hosts, allow_origins=origins)
+                        allowed_hosts=hosts, allow_origins=origins, parallel=parallel)
     print(f"phikit serve · {llm.model} on {llm.backend} · http://{host}:{port}/ (chat page), /v1 (OpenAI), /api (Ollama)"
           f"{' · API key required' if key else ''} · "
           + ("requests are queued one at a time, not batched" if server.state.phikit.worker.concurrency == 1
-             else f"up to {server.state.phikit.worker.concurrency} requests at once, batched by the remote server"),
+             else f"up to {server.state.phikit.worker.concurrency} requests at once, "
+             + ("decoded together in slots" if getattr(llm.engine, "batcher", None) else "batched by the remote server")),
           file=sys.stderr)
     uvicorn.run(server, host=host, port=port, log_level="warning")
 

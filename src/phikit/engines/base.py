@@ -224,6 +224,9 @@ def stream_tokens(
             if params.cancel is not None and params.cancel.is_set():
                 finish = "cancelled"
                 break
+        else:  # the backend stopped by itself: a batching scheduler ends a cancelled sequence's steps
+            if params.cancel is not None and params.cancel.is_set():
+                finish = "cancelled"
     finally:
         steps.close()
     if finish != "stop":

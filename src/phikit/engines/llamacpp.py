@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import BadRequestError, PhikitError
 from ..models import ModelRef
 from .base import SamplingParams
+from .llamacpp_batch import BatchedSlots
 from .llamacpp_lora import LlamaCppAdapters
 from .local import LocalEngine
 
@@ -128,7 +129,7 @@ def _as_numpy_processor(proc):
     return call
 
 
-class LlamaCppEngine(LlamaCppAdapters, LocalEngine):
+class LlamaCppEngine(BatchedSlots, LlamaCppAdapters, LocalEngine):
     """A GGUF model run by llama.cpp.
 
     Args:
@@ -161,6 +162,7 @@ class LlamaCppEngine(LlamaCppAdapters, LocalEngine):
     """
 
     name = "llamacpp"
+    available_memory = staticmethod(_available_memory)  # sizes the default number of slots
 
     def __init__(self, ref: ModelRef, *, n_ctx: int | None = None, n_threads: int | None = None, n_gpu_layers: int = 0,
                  prefix_cache: bool | None = None, n_batch: int = 512, adapter: str | None = None):
@@ -228,7 +230,11 @@ class LlamaCppEngine(LlamaCppAdapters, LocalEngine):
         return min(common, len(prompt_ids) - 1, self.llm.n_tokens) // batch * batch
 
     def token_steps(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
-        """Yield one token id per step from llama.cpp's sampler, reusing the cached prompt prefix."""
+        """Yield one token id per step from llama.cpp's sampler, reusing the cached prompt prefix (through
+        the slots of :meth:`enable_batching` once it is on: :mod:`phikit.engines.llamacpp_batch`)."""
+        if self.batcher is not None:
+            yield from self.batched_steps(prompt_ids, params)
+            return
         if params.seed is not None:
             self.llm.set_seed(params.seed)
         reuse = self.reusable(prompt_ids)

@@ -21,7 +21,7 @@ from ..errors import PhikitError
 from .access import AccessAndMetrics, AccessPolicy
 from .generation import builtin_tool_names
 from .limits import LimitError, ServerLimits
-from .metrics import Metrics
+from .metrics import Metrics, slot_stats
 from .state import APIError, ServerState, error_response, to_api_error  # noqa: F401 - the routes' names, re-exported
 from .worker import GenerationTimeout, ModelWorker, QueueFullError
 
@@ -53,6 +53,7 @@ def create_app(
     allowed_hosts: tuple[str, ...] | list[str] = (),
     allow_origins: tuple[str, ...] | list[str] = (),
     limits: ServerLimits | None = None,
+    parallel: int | None = None,
 ) -> FastAPI:
     """Build the server around one loaded model.
 
@@ -67,6 +68,10 @@ def create_app(
         allowed_hosts: more ``Host`` names to accept (``*``: any); others get 403 (DNS rebinding).
         allow_origins: browser origins besides the server's own that may call it (``*``: any); others get 403.
         limits: request size and count limits (:class:`~phikit.serve.limits.ServerLimits`).
+        parallel: requests generated at once. On llama.cpp, more than 1 turns on continuous batching (slots
+            decoded together, prefix reuse: :mod:`phikit.engines.llamacpp_batch`); None takes the machine's
+            default there (:func:`~phikit.engines.llamacpp_batch.default_slots`), 1 runs one generation at a
+            time. Other in-process backends run one at a time; a remote engine its own concurrency.
 
     Returns:
         A FastAPI app; run it with ``uvicorn.run(app, host=..., port=...)``.
@@ -79,11 +84,10 @@ def create_app(
         summary="OpenAI- and Ollama-compatible server for Phi-4-mini and other small chat models.",
         docs_url="/docs",
     )
-    worker = ModelWorker(max_queue=max_queue, timeout_s=timeout_s,
-                         concurrency=getattr(llm.engine, "max_concurrency", 1), owner=llm.engine)
+    worker = _worker(llm.engine, parallel, max_queue=max_queue, timeout_s=timeout_s)
     kbs = dict(kbs or {})
     access = AccessPolicy(host, tuple(allowed_hosts), tuple(allow_origins))
-    app.state.phikit = ServerState(llm=llm, worker=worker, metrics=Metrics(worker), api_key=api_key, kbs=kbs,
+    app.state.phikit = ServerState(llm=llm, worker=worker, metrics=Metrics(worker, llm.engine), api_key=api_key, kbs=kbs,
                                    default_kb=next(iter(kbs), None), access=access, limits=limits or ServerLimits())
 
     @app.exception_handler(APIError)
@@ -114,14 +118,15 @@ def create_app(
 
     @app.get("/health", tags=["server"])
     async def health() -> dict:
-        """Liveness plus what is loaded and how busy it is. Requests are queued, not batched."""
+        """Liveness plus what is loaded and how busy it is: queue, slots, batch size, prefix-cache hits."""
         s = app.state.phikit
         return {
             "status": "ok",
             "model": s.model,
             "backend": s.llm.backend,
-            "batching": worker.concurrency > 1,  # only through a remote engine whose server batches
+            "batching": worker.concurrency > 1,  # slots decoded together (llama.cpp) or a remote engine's server
             "concurrency": worker.concurrency,
+            "slots": slot_stats(s.llm.engine),
             "queue": {"running": worker.running, "waiting": worker.waiting, "max_waiting": worker.max_queue},
             "generations": {"started": worker.stats.started, "finished": worker.stats.finished,
                             "cancelled": worker.stats.cancelled, "last_cancelled_tokens": worker.stats.last_cancelled_tokens,
@@ -150,3 +155,21 @@ def create_app(
                            allow_headers=["*"])
     app.add_middleware(AccessAndMetrics)
     return app
+
+
+def _worker(engine, parallel: int | None, **opts) -> ModelWorker:
+    """The worker for ``engine``: batched slots where the engine has them (llama.cpp), else one at a time
+    per model (or a remote engine's own concurrency).
+
+    Raises:
+        BadRequestError: ``parallel`` < 1.
+    """
+    from ..errors import BadRequestError
+
+    if parallel is not None and (not isinstance(parallel, int) or parallel < 1):
+        raise BadRequestError(f"--parallel must be at least 1, got {parallel!r}")
+    if parallel != 1 and hasattr(engine, "enable_batching"):
+        slots = engine.enable_batching(parallel)
+        # the batcher is thread-safe and queues past its slots: this server's own limit, not the model's
+        return ModelWorker(concurrency=min(parallel or slots, slots), owner=None, **opts)
+    return ModelWorker(concurrency=getattr(engine, "max_concurrency", 1), owner=engine, **opts)

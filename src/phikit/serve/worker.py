@@ -1,11 +1,15 @@
 """The generation worker: one model, shared by every request, driven off the event loop.
 
 Each request's generation runs in its own thread and feeds an ``asyncio.Queue`` through
-``loop.call_soon_threadsafe`` (the bridge vLLM's and mlx-lm's servers use). llama.cpp and our transformers
-decode loop are not thread-safe, so a lock serialises generations per model: on these backends requests are
-**queued, not batched**. A remote engine (vLLM, another server) runs several at once and its server batches. The queue is bounded; past it :class:`QueueFullError` (HTTP 429 with Retry-After).
+``loop.call_soon_threadsafe`` (the bridge vLLM's and mlx-lm's servers use). At most ``concurrency`` run at
+once: on llama.cpp with ``--parallel N`` that is N slots whose sequences one scheduler thread decodes
+together (:mod:`phikit.engines.llamacpp_batch`); otherwise llama.cpp and our transformers decode loop are
+not thread-safe, so a lock serialises generations per model (**queued, not batched**). A remote engine
+(vLLM, another server) runs several at once and its server batches. The queue is bounded; past it
+:class:`QueueFullError` (HTTP 429 with Retry-After).
 A request that goes away (client disconnect, timeout) sets its ``cancel`` event, which the shared stream
-loop checks after every decode step, so the model stops within one token.
+loop (and the batch scheduler, before every step) checks, so the model stops within one token and the slot
+is free for the next request.
 """
 
 from __future__ import annotations
