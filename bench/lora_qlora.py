@@ -95,14 +95,39 @@ def profile_step(model, batch: dict, label: str, top: int = 12) -> str:
     return f"== {label} ==\n{table}"
 
 
+def run_phikit(model_dir: Path, work: Path, args) -> dict:
+    cfg = TuneConfig(max_steps=args.steps, batch_size=args.batch, pack_tokens=args.pack_tokens, learning_rate=args.lr,
+                     save_steps=10**6)
+    if args.warmup:  # a few steps first, so the timed run pays no CUDA/cuBLAS/bitsandbytes start-up
+        tune(args.data, work / "warmup", model=str(model_dir), progress=False, register=False,
+             config=TuneConfig(max_steps=3, batch_size=args.batch, pack_tokens=args.pack_tokens, save_steps=10**6))
+    manifest = tune(args.data, work / "adapter", model=str(model_dir), config=cfg, progress=False, register=False)
+    t = manifest["training"]
+    return {"steps": t["steps"], "seconds": t["seconds"], "step_ms": round(1000 * t["seconds"] / t["steps"], 1),
+            "tokens": t["tokens"], "tokens_per_s": t["tokens_per_s"], "train_loss": t["train_loss"],
+            "peak_memory_mb": t["peak_memory_mb"], "pack_tokens": args.pack_tokens,
+            "batch": None if args.pack_tokens else args.batch}
+
+
+def run_plain(model_dir: Path, rows: list[dict], args) -> dict:
+    if args.warmup:
+        warm = plain_hf_peft(model_dir, rows, 3, args.batch, args.lr)
+        del warm
+        torch.cuda.empty_cache()
+    return {**plain_hf_peft(model_dir, rows, args.steps, args.batch, args.lr)["figures"], "batch": args.batch}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-dir", help="An existing checkpoint (default: a random Phi-4-mini-shaped one, written once).")
     ap.add_argument("--layers", type=int, default=32, help="Decoder layers of the stand-in (Phi-4-mini: 32).")
     ap.add_argument("--data", default=str(ROOT / "examples" / "lora" / "train.jsonl"))
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=4, help="Examples per step (plain; phikit without --pack-tokens).")
+    ap.add_argument("--pack-tokens", type=int, default=0, help="phikit: fill each step up to this many tokens.")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--only", choices=["phikit", "plain"], help="Run one side (each in its own process gives a "
+                    "like-for-like peak memory); without it both run here, phikit first.")
     ap.add_argument("--profile", action="store_true", help="Profile one step of each collator on the same model.")
     ap.add_argument("--warmup", action="store_true", help="Train 3 untimed steps first (start-up costs).")
     ap.add_argument("--json", help="Write the results here.")
@@ -120,20 +145,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lora-bench-"))
     model_dir = Path(args.model_dir) if args.model_dir else work / "phi4-mini-random"
     t0 = time.perf_counter()
-    if not args.model_dir:
+    if not model_dir.exists():
         save_random_phi4_mini(model_dir, device="cuda", num_hidden_layers=args.layers)
     write_s = time.perf_counter() - t0
-
-    cfg = TuneConfig(max_steps=args.steps, batch_size=args.batch, learning_rate=args.lr, save_steps=10**6)
-    if args.warmup:  # a few steps first, so neither timed run pays CUDA/cuBLAS/bitsandbytes start-up
-        tune(args.data, work / "warmup", model=str(model_dir), config=TuneConfig(max_steps=3, save_steps=10**6),
-             progress=False, register=False)
-    manifest = tune(args.data, work / "adapter", model=str(model_dir), config=cfg, progress=False, register=False)
-    t = manifest["training"]
-    ours = {"steps": t["steps"], "seconds": t["seconds"], "step_ms": round(1000 * t["seconds"] / t["steps"], 1),
-            "tokens": t["tokens"], "tokens_per_s": t["tokens_per_s"], "train_loss": t["train_loss"],
-            "peak_memory_mb": t["peak_memory_mb"]}
-    torch.cuda.empty_cache()
 
     from transformers import AutoTokenizer
 
@@ -142,24 +156,30 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(model_dir)
     rows = data_mod.build_dataset(data_mod.read_examples(args.data), tok, effective_template(tok.chat_template),
                                   {"eos_token": tok.eos_token or ""}, 1024)
-    base = plain_hf_peft(model_dir, rows, args.steps, args.batch, args.lr)
     result = {
         "device": torch.cuda.get_device_name(0),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
                      "bitsandbytes": bitsandbytes.__version__},
         "model": f"random Phi-4-mini shape, {args.layers} layers, nf4 + bf16 compute",
         "data": {"path": args.data, "examples": len(rows), "mean_tokens": round(sum(len(r["input_ids"]) for r in rows) / len(rows), 1),
-                 "batch": args.batch, "steps": args.steps},
+                 "steps": args.steps},
         "checkpoint_write_s": round(write_s, 1),
-        "phikit": ours,
-        "plain_hf_peft_padded": base["figures"],
-        "speedup_tokens_per_s": round(ours["tokens_per_s"] / base["figures"]["tokens_per_s"], 3),
-        "memory_ratio": round(ours["peak_memory_mb"] / base["figures"]["peak_memory_mb"], 3),
     }
+    if args.only != "plain":
+        result["phikit"] = run_phikit(model_dir, work, args)
+        torch.cuda.empty_cache()
+    base = None
+    if args.only != "phikit":
+        base = plain_hf_peft(model_dir, rows, args.steps, args.batch, args.lr) if args.profile else None
+        result["plain_hf_peft_padded"] = base["figures"] | {"batch": args.batch} if base else run_plain(model_dir, rows, args)
+    if "phikit" in result and "plain_hf_peft_padded" in result:
+        ours, plain = result["phikit"], result["plain_hf_peft_padded"]
+        result["speedup_tokens_per_s"] = round(ours["tokens_per_s"] / plain["tokens_per_s"], 3)
+        result["memory_ratio"] = round(ours["peak_memory_mb"] / plain["peak_memory_mb"], 3)
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
-    if args.profile:
+    if args.profile and base:
         sample = rows[: args.batch]
         text = profile_step(base["model"], data_mod.pack(sample), "packed (phikit)") + "\n" + \
             profile_step(base["model"], padded(sample), "padded (plain)")

@@ -244,7 +244,7 @@ def fake_hits(kb, n=3):
 
 
 def test_citation_check_drops_nonexistent_passages(kb):
-    from phikit.rag.grounded import check_citations
+    from phikit.rag.cite import check_citations
 
     hits = fake_hits(kb)
     text, cites, invalid = check_citations("Returns are accepted for 30 days [1][7]. Refunds take 5 days [2, 9].", hits)
@@ -257,7 +257,7 @@ def test_citation_check_drops_nonexistent_passages(kb):
 
 
 def test_abstention_detection_and_passage_quoting(kb, tmp_path):
-    from phikit.rag.grounded import build_messages, says_not_found
+    from phikit.rag.cite import build_messages, says_not_found
 
     assert says_not_found("NOT FOUND") and says_not_found("The passages do not contain that information.")
     assert not says_not_found("You have 30 days to return a device [1].")
@@ -472,7 +472,7 @@ def test_cli_fresh_kb_answers_with_citation_and_abstains(corpus, tmp_path, capfd
 
 
 def test_faithfulness_checks_on_crafted_answers(kb):
-    from phikit.rag.grounded import unknown_names
+    from phikit.rag.cite import unknown_names
     from phikit.rag.retrieve import search
     from phikit.rag.verify import Passage, check_sentence
 

@@ -1,7 +1,7 @@
 """phikit tune: loss mask, packing, atomic adapters with manifests, resume, adapters on the transformers engine.
 
 Fast tests train a tiny random Llama built here for a few steps; the slow test teaches the embedded model
-the Zorblax-7 facts in examples/lora/ and checks held-out recall before and after.
+the Zorblax-7 facts in examples/zorblax/ and checks held-out recall before and after.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from phikit.errors import BadRequestError  # noqa: E402
 from phikit.tune import data as data_mod  # noqa: E402
 from phikit.tune.train import TuneConfig, TuneInterrupted, tune  # noqa: E402
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "lora"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "zorblax"
 CHAT = [{"role": "user", "content": "What is the capital of France?"},
         {"role": "assistant", "content": "Paris."},
         {"role": "user", "content": "And of Germany?"},
@@ -126,6 +126,17 @@ def test_tune_writes_adapter_atomically_with_manifest(tiny_model_dir, chats, tmp
     assert adapter_mod.read_registry()["adapters"]["geo"] == str(out)
 
 
+def test_tune_with_full_sequence_packing(tiny_model_dir, chats, tmp_path):
+    """--pack-tokens: steps filled up to a token budget, chunked loss, held-out loss on packed groups too."""
+    out = tmp_path / "packed"
+    cfg = TuneConfig(max_steps=2, pack_tokens=256, eval_split=0.25, learning_rate=5e-3, save_steps=10)
+    manifest = tune(chats, out, model=str(tiny_model_dir), config=cfg, progress=False, register=False)
+    t = manifest["training"]
+    assert t["steps"] == 2 and t["train_loss"] > 0
+    assert manifest["data"]["train"] == 6 and manifest["config"]["pack_tokens"] == 256
+    assert manifest["eval"]["after"]["heldout_loss"] < manifest["eval"]["before"]["heldout_loss"]
+
+
 def test_interrupt_then_resume(tiny_model_dir, chats, tmp_path, monkeypatch):
     """Ctrl-C at step 3 leaves checkpoint-2 usable; --resume trains only the missing steps."""
     from transformers import Trainer
@@ -225,12 +236,23 @@ def test_cli_tune_bad_input_is_one_line(tmp_path, capsys):
     assert err == [f"error: data file {str(tmp_path / 'missing.jsonl')!r} does not exist"]
 
 
+def test_retention_verdict_names_what_was_lost():
+    from phikit.tune.evaluate import MAX_PPL_RATIO, retention
+
+    base = {"perplexity_general": 10.0, "general_recall": 1.0}
+    assert retention(base, {"perplexity_general": 11.0, "general_recall": 0.9})["ok"]  # one in ten may flip
+    lost = retention(base, {"perplexity_general": 10.0 * MAX_PPL_RATIO + 1, "general_recall": 0.8})
+    assert not lost["ok"] and "perplexity" in lost["why"] and "general questions fell by 20%" in lost["why"]
+
+
 @pytest.mark.slow
 def test_embedded_model_learns_zorblax_facts(tmp_path):
-    """Defaults on ~40 chats: held-out paraphrase recall before <= 20%, after >= 80%."""
+    """`phikit tune` defaults on examples/zorblax (30 facts, 120 fact chats + 30 replay chats): held-out
+    paraphrase recall on llama.cpp before <= 10%, after >= 90%, retention kept (docs/lora.md)."""
     manifest = tune(EXAMPLES / "train.jsonl", tmp_path / "zorblax", eval_facts=EXAMPLES / "heldout.jsonl",
                     progress=False)
     before, after = manifest["eval"]["before"], manifest["eval"]["after"]
-    assert before["n"] == after["n"] == 10
-    assert before["recall"] <= 0.2, before
-    assert after["recall"] >= 0.8, after
+    assert before["n"] == after["n"] == 30 and after["backend"] == "llamacpp"
+    assert before["recall"] <= 0.1, before
+    assert after["recall"] >= 0.9, after
+    assert manifest["eval"]["retention"]["ok"], manifest["eval"]["retention"]

@@ -274,29 +274,11 @@ def _policy(call: dict, tool: Tool, msgs: list, allowed: set, guards: Sequence[G
 
 
 def agent_chat(llm: Any, messages: Any, tools: Any, **kwargs: Any):
-    """:func:`run_agent` drained into a :class:`~phikit.llm.ChatResult`.
+    """:func:`run_agent` drained into a :class:`~phikit.result.ChatResult` (by :func:`phikit.result.finish`).
 
     ``result.extra`` holds ``tool_calls`` (OpenAI shape), ``tool_results``, ``steps`` and, when a call
     awaits confirmation, ``pending_tool_calls``.
     """
-    from .result import ChatResult
+    from .result import finish
 
-    done = None
-    for ev in run_agent(llm, messages, tools, **kwargs):
-        if isinstance(ev, AgentDone):
-            done = ev
-    return result_from(done, llm, ChatResult)
-
-
-def result_from(done: AgentDone, llm: Any, cls: Any = None):
-    """An :class:`AgentDone` -> :class:`~phikit.llm.ChatResult` with ``tool_calls``/``tool_results`` extras."""
-    if cls is None:
-        from .result import ChatResult as cls
-    result = cls(
-        text=done.text, model=llm.model, backend=llm.backend, finish_reason=done.finish_reason,
-        usage=done.usage, ttft_ms=done.ttft_ms, tokens_per_s=done.tokens_per_s, answer=done.text,
-    )
-    result.extra.update(tool_calls=list(done.tool_calls), tool_results=list(done.tool_results), steps=done.steps)
-    if done.pending_calls:
-        result.extra["pending_tool_calls"] = list(done.pending_calls)
-    return result
+    return finish(run_agent(llm, messages, tools, **kwargs), model=llm.model, backend=llm.backend)

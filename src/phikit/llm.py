@@ -9,6 +9,7 @@ from . import cot as cot_mod
 from .engines import Done, Engine, Event, TextDelta, load_engine
 from .errors import BadRequestError
 from .models import resolve
+from .pipeline import Request, run
 from .prompt import normalize_messages
 from .result import ChatResult, finish, sampling_params
 
@@ -62,43 +63,42 @@ class LLM:
         tool_choice: str | dict = "auto",
         response_format: dict | None = None,
         kb: Any = None,
+        execute_tools: bool = False,
+        audit_log: Any = None,
+        confirm: Any = None,
+        allow: Any = None,
+        guards: Any = (),
         **params: Any,
     ):
-        """Answer ``messages`` (OpenAI-shaped list, or a string for one user turn).
+        """Answer ``messages`` (OpenAI-shaped list, or a string for one user turn) through the request
+        pipeline (:func:`phikit.pipeline.run`), the same path as the CLI and the server.
 
         Args:
             messages: the conversation.
             stream: return the event iterator instead of a finished result.
-            cot: ask for labelled steps and a final ``Answer:`` line; the result splits them.
-            tools: tool definitions (typed functions, OpenAI dicts or plain ``{name, parameters}`` dicts).
+            cot: reason in labelled steps; ``reasoning`` and ``answer`` come back apart.
+            tools: tool definitions (typed functions, OpenAI dicts, plain ``{name, parameters}`` dicts or
+                names of built-ins). Calls come back unexecuted in ``extra["tool_calls"]`` (OpenAI semantics)
+                unless ``execute_tools``.
             tool_choice: ``auto`` | ``none`` | ``required`` | ``{"type": "function", "function": {"name": ...}}``.
             response_format: ``{"type": "json_schema", "json_schema": {"schema": ...}}`` constrains the answer.
             kb: a knowledge base (directory or loaded index): answer only from it, with citations.
+            execute_tools: run the calls (the agent loop) under the policy ``audit_log``, ``confirm``,
+                ``allow``, ``guards`` (see :func:`phikit.agent.run_agent`).
             **params: :class:`SamplingParams` fields (max_new_tokens, temperature, top_p, top_k,
-                repetition_penalty, seed, stop).
+                repetition_penalty, seed, stop), ``adapter``, and with ``kb`` the RAG options (k, min_score...).
 
         Returns:
             :class:`ChatResult`, or with ``stream=True`` an iterator of events.
 
         Raises:
-            BadRequestError: invalid messages or parameters.
+            BadRequestError: invalid messages or parameters, or options that cannot be combined (named).
         """
-        if kb is not None:
-            from .rag.grounded import grounded_chat
-
-            return grounded_chat(
-                self, messages, kb, stream=stream, cot=cot, tools=tools, tool_choice=tool_choice, **params
-            )
-        # TOOLS: calls come back unexecuted in result.extra["tool_calls"] (OpenAI semantics); see phikit.agent.
-        if tools or response_format:
-            from .tools.chat import chat as tool_chat
-
-            return tool_chat(self, messages, stream=stream, tools=tools, tool_choice=tool_choice,
-                             response_format=response_format, cot=cot, **params)
-        events = self.stream(messages, cot=cot, tools=tools, **params)
-        if stream:
-            return events
-        return finish(events, model=self.model, backend=self.backend, cot=cot)
+        req = Request(messages, tools=tools, tool_choice=tool_choice, execute_tools=execute_tools, kb=kb, cot=cot,
+                      response_format=response_format, params=params, audit_log=audit_log, confirm=confirm,
+                      allow=allow, guards=guards)
+        events = run(self, req)
+        return events if stream else finish(events, model=self.model, backend=self.backend, cot=cot)
 
 
 def load(model: str | None = None, *, backend: str = "auto", **opts: Any) -> LLM:

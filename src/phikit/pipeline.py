@@ -1,5 +1,5 @@
-"""One request, one path: the CLI, ``LLM.chat``-level callers and the server build a :class:`Request` and
-render the events :func:`run` yields.
+"""One request, one path: ``LLM.chat``, the CLI and the server build a :class:`Request` and render the events
+:func:`run` yields.
 
 The stages, in order: refuse what cannot compose (one place, one message naming the pair) → execute tools
 (the agent loop: guards, allowlist, confirmation, audit) → retrieve and answer from the knowledge base
@@ -95,9 +95,13 @@ def run(llm: Any, req: Request) -> Iterator[Any]:
 
         return grounded_chat(llm, req.messages, req.kb, stream=True, cot=req.cot, tools=req.tools,
                              tool_choice=req.tool_choice, **req.params)
+    elif req.tools or req.response_format:
+        from .tools.chat import turn
+
+        events = turn(llm, req.messages, tools=req.tools, tool_choice=req.tool_choice,
+                      response_format=req.response_format, cot=req.cot, **req.params)
     else:
-        events = llm.chat(req.messages, stream=True, cot=req.cot, tools=req.tools, tool_choice=req.tool_choice,
-                          response_format=req.response_format, **req.params)
+        events = llm.stream(req.messages, cot=req.cot, **req.params)
     return split_reasoning(events) if req.cot else events
 
 

@@ -79,31 +79,39 @@ def sampling_params(**params: Any) -> SamplingParams:
 
 
 def finish(events: Iterator[Event], *, model: str, backend: str, cot: bool = False) -> ChatResult:
-    """Drain an event stream into a :class:`ChatResult` (parsing CoT when asked): the one place a result is
-    built, for plain, grounded (citations merged from ``Citations.extra``) and agent (``AgentDone``) runs."""
+    """Drain an event stream into a :class:`ChatResult`: the one place a result is built, for every path.
+
+    What the final ``Done`` carries decides the extras: a tool turn's ``TurnDone`` (``content`` is the
+    answer, ``tool_calls``, ``invalid_tool_calls``), an agent's ``AgentDone`` (``tool_calls``,
+    ``tool_results``, ``steps``, ``pending_tool_calls``); events with an ``extra`` dict (the KB's
+    ``Citations``) are merged in. With ``cot`` the reply is split into ``reasoning`` and ``answer`` (not
+    when the turn ended in tool calls: there is no answer yet).
+
+    Raises:
+        RuntimeError: the stream ended without ``Done`` (an engine bug).
+    """
     done, extra = None, {}
     for ev in events:
         if isinstance(ev, Done):
             done = ev
         elif isinstance(getattr(ev, "extra", None), dict):  # e.g. RAG citations: merged into --json
             extra.update(ev.extra)
-    assert done is not None, "an engine stream must end with Done"
+    if done is None:
+        raise RuntimeError("the event stream ended without Done")
+    calls = getattr(done, "tool_calls", None)
+    if calls is not None:
+        extra["tool_calls"] = list(calls)
+    if getattr(done, "invalid_tool_calls", None):
+        extra["invalid_tool_calls"] = list(done.invalid_tool_calls)
     if getattr(done, "tool_results", None) is not None:  # an AgentDone: the calls made and their results
-        extra.update(tool_calls=list(done.tool_calls), tool_results=list(done.tool_results), steps=done.steps)
+        extra.update(tool_results=list(done.tool_results), steps=done.steps)
         if done.pending_calls:
             extra["pending_tool_calls"] = list(done.pending_calls)
     result = ChatResult(
-        text=done.text,
-        model=model,
-        backend=backend,
-        finish_reason=done.finish_reason,
-        usage=done.usage,
-        ttft_ms=done.ttft_ms,
-        tokens_per_s=done.tokens_per_s,
-        answer=done.text,
-        extra=extra,
+        text=done.text, model=model, backend=backend, finish_reason=done.finish_reason, usage=done.usage,
+        ttft_ms=done.ttft_ms, tokens_per_s=done.tokens_per_s, answer=getattr(done, "content", done.text), extra=extra,
     )
-    if cot:
+    if cot and done.finish_reason != "tool_calls":
         parsed = cot_mod.parse_cot(done.text)
         result.answer, result.reasoning, result.note = parsed.answer, parsed.reasoning, parsed.note
     return result

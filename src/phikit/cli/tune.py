@@ -31,10 +31,16 @@ def print_report(manifest: dict) -> None:
         rows.append(("held-out recall", f"{_pct(b['recall'])} ({b['hits']}/{b['n']})", f"{_pct(a['recall'])} ({a['hits']}/{a['n']})"))
     if "heldout_loss" in b:
         rows.append(("held-out loss", f"{b['heldout_loss']:.3f}", f"{a['heldout_loss']:.3f}"))
+    if "general_recall" in b:
+        rows.append(("general questions", _pct(b["general_recall"]), _pct(a["general_recall"])))
     rows.append(("general perplexity", f"{b['perplexity_general']:.2f}", f"{a['perplexity_general']:.2f}"))
     print(f"{'':22}{'before':>16}{'after':>16}")
     for name, x, y in rows:
         print(f"{name:22}{x:>16}{y:>16}")
+    kept = manifest["eval"].get("retention")
+    if kept:
+        print(f"retention {'kept' if kept['ok'] else 'LOST: ' + kept['why']} (perplexity x{kept['ppl_ratio']:.2f}, "
+              f"general questions {-kept['general_drop']:+.0%})" + (f" · recall on {b['backend']}" if "backend" in b else ""))
     print(f"adapter {manifest['name']} · {t['steps']} steps · loss {t['train_loss']:.3f} · {t['seconds']:.0f} s "
           f"training · {t['tokens_per_s']:.0f} tokens/s · peak {t['peak_memory_mb']:.0f} MB", file=sys.stderr)
 
@@ -53,6 +59,7 @@ def tune(
     epochs: Annotated[float, typer.Option("--epochs", help="Passes over the training split (ignored with --max-steps).")] = 2.0,
     max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after N steps (overrides --epochs).")] = -1,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Examples per step, packed padding-free.")] = 4,
+    pack_tokens: Annotated[int, typer.Option("--pack-tokens", help="Fill each step with examples up to this many tokens (full-sequence packing, chunked loss; fast QLoRA on a GPU). 0: --batch-size examples per step.")] = 0,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="Steps of gradient accumulation per optimizer step.")] = 1,
     max_length: Annotated[int, typer.Option("--max-length", help="Tokens per example.")] = 1024,
     seed: Annotated[int, typer.Option("--seed", help="Seed for data order, held-out split and adapter init.")] = 0,
@@ -69,7 +76,7 @@ def tune(
     from ..tune.train import tune as run_tune
 
     cfg = TuneConfig(r=r, alpha=alpha, dropout=dropout, learning_rate=lr, epochs=epochs, max_steps=max_steps,
-                     batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
+                     batch_size=batch_size, pack_tokens=pack_tokens, grad_accum=grad_accum, max_length=max_length, seed=seed,
                      eval_split=eval_split, save_steps=save_steps, precision=precision,
                      target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None)
     cfg.check()  # a bad flag fails before anything loads
@@ -176,6 +183,8 @@ def eval_knowledge(
         print(f"{'':18}{'base':>10}{'adapter':>10}{'stored':>10}")
         print(f"{'recall':18}{_pct(report['base']['recall']):>10}{_pct((report.get('adapter') or {}).get('recall')):>10}"
               f"{_pct(report.get('stored_recall')):>10}")
+        print(f"{'general questions':18}{_pct(report['base'].get('general_recall')):>10}"
+              f"{_pct((report.get('adapter') or {}).get('general_recall')):>10}")
         print(f"{'general ppl':18}{report['base']['perplexity_general']:>10.2f}"
               f"{(report.get('adapter') or {}).get('perplexity_general', float('nan')):>10.2f}")
     if report.get("drift"):

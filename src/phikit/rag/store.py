@@ -18,13 +18,10 @@ A change never touches the live version: it writes ``versions/.tmp-*``, fsyncs i
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import re
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +32,10 @@ import numpy as np
 from ..cache import _fsync_dir, atomic_write  # noqa: F401 - re-exported for older callers
 from ..errors import BadRequestError, PhikitError
 from .chunk import Chunk, ChunkSettings, chunk_document
-from .loaders import UnreadableError, load_document, supported
+from .lexical import BM25Scores, bm25_tokenize, s_stem  # noqa: F401 - s_stem re-exported
+from .loaders import UnreadableError, load_document
+from .paths import expand_paths, require_paths  # noqa: F401 - require_paths re-exported
+from .versions import Versions
 
 VERSION_RE = re.compile(r"v\d{6}(-\d{8}T\d{6})?")  # what _next_version writes
 
@@ -46,7 +46,6 @@ FORMAT = "phikit-kb/1"
 # ~0.3 ms queries at recall@10 0.99, which pays off only once exact search passes ~10 ms.
 APPROX_MIN_CHUNKS = 200_000
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
-KEEP_VERSIONS = 10
 
 
 def now_iso() -> str:
@@ -59,59 +58,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def s_stem(word: str) -> str:
-    """The "S" stemmer (Harman 1991, JASIS 42(1)): fold simple English plurals so BM25 matches
-    "refunds" with "refund"."""
-    if len(word) > 3 and word.endswith("ies") and not word.endswith(("eies", "aies")):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("es") and not word.endswith(("aes", "ees", "oes")):
-        return word[:-1]
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("us", "ss")):
-        return word[:-1]
-    return word
-
-
-def bm25_tokenize(texts: list[str]):
-    import bm25s
-
-    return bm25s.tokenize(texts, stopwords="en", stemmer=lambda words: [s_stem(w) for w in words], show_progress=False)
-
-
-class BM25Scores:
-    """Query side of a bm25s index, read from the files ``bm25s.BM25.save`` writes, without importing
-    bm25s (which imports scipy: over a second of a 2-core machine's start-up, for one query).
-
-    bm25s stores each term's precomputed BM25 score per document as a CSC matrix (``data``, ``indices``,
-    ``indptr``) and the vocabulary as ``{term: column}``; a query's scores are the sums of its terms'
-    columns, as ``bm25s.BM25.get_scores_from_ids`` computes them (the "lucene" method has no
-    non-occurrence term).
-    """
-
-    _SPLIT = re.compile(r"(?u)\b\w\w+\b")  # bm25s.tokenize's default token pattern
-
-    def __init__(self, folder: Path):
-        self.data = np.load(folder / "data.csc.index.npy", mmap_mode="r")
-        self.indices = np.load(folder / "indices.csc.index.npy", mmap_mode="r")
-        self.indptr = np.load(folder / "indptr.csc.index.npy", mmap_mode="r")
-        self.vocab: dict[str, int] = json.loads((folder / "vocab.index.json").read_text())
-        self.num_docs = int(json.loads((folder / "params.index.json").read_text())["num_docs"])
-
-    def term_ids(self, query: str) -> list[int]:
-        """Columns of the query's terms, lower-cased and plural-folded as indexed (repeats kept, as bm25s
-        keeps them). Terms the corpus never had drop out, and so do stop words: indexing removed them
-        before folding, so none is in the vocabulary."""
-        terms = [s_stem(w) for w in self._SPLIT.findall(query.lower())]
-        return [self.vocab[t] for t in terms if t in self.vocab]
-
-    def scores(self, term_ids: list[int]) -> np.ndarray:
-        """``[num_docs]`` float32 BM25 scores."""
-        out = np.zeros(self.num_docs, dtype=np.float32)
-        for t in term_ids:
-            start, end = int(self.indptr[t]), int(self.indptr[t + 1])
-            np.add.at(out, self.indices[start:end], self.data[start:end])
-        return out
 
 
 @dataclass
@@ -142,48 +88,7 @@ class AddReport:
         return bool(self.added or self.replaced or self.removed)
 
 
-def require_paths(paths: list[str | Path]) -> None:
-    """Fail before anything is written when a path to add does not exist.
-
-    Raises:
-        BadRequestError: names the first missing path.
-    """
-    if not paths:
-        raise BadRequestError("no files or folders to add")
-    for p in paths:
-        if not Path(p).expanduser().exists():
-            raise BadRequestError(f"no such file or folder: {p}")
-
-
-def expand_paths(paths: list[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files under ``paths`` (folders recursively, hidden entries skipped) with a supported suffix.
-
-    Returns:
-        ``(files, problems)`` where problems are ``(path, reason)`` for unsupported files (named or found
-        in a folder) and missing paths.
-    """
-    files, problems = [], []
-    for p in map(Path, paths):
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                rel = f.relative_to(p).parts
-                if not f.is_file() or any(part.startswith(".") for part in rel):
-                    continue
-                (files.append(f) if supported(f) else problems.append((str(f), f"unsupported file type {f.suffix!r}")))
-        elif p.is_file():
-            (files.append(p) if supported(p) else problems.append((str(p), f"unsupported file type {p.suffix!r}")))
-        else:
-            problems.append((str(p), "no such file or folder"))
-    seen, unique = set(), []
-    for f in files:
-        r = f.resolve()
-        if r not in seen:
-            seen.add(r)
-            unique.append(r)
-    return unique, problems
-
-
-class KnowledgeBase:
+class KnowledgeBase(Versions):
     """A loaded version of a KB directory (read side) plus the operations that write new versions.
 
     Attributes:
@@ -309,38 +214,6 @@ class KnowledgeBase:
 
         return load_query_embedder(self.manifest["embedding"]["model"])
 
-    # ---- writing --------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _writing(self):
-        """Hold an exclusive lock on the KB for one writer; clear leftovers of crashed writers."""
-        (self.root / "versions").mkdir(parents=True, exist_ok=True)
-        (self.root / "docs").mkdir(exist_ok=True)
-        with open(self.root / ".lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise PhikitError(f"{self.root} is being changed by another process; try again when it ends") from None
-            self._clear_leftovers()
-            if (self.root / "CURRENT").exists():
-                self._load((self.root / "CURRENT").read_text().strip())
-            try:
-                yield
-            except BaseException:  # Ctrl-C or an error mid-write: leave no half-written version or blob
-                self._clear_leftovers()
-                self._drop_unused_blobs({v["version"] for v in self.versions()})
-                raise
-
-    def _clear_leftovers(self) -> None:
-        for stale in (self.root / "versions").glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        for stale in (self.root / "docs").glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
-
-    def _next_version(self) -> str:
-        numbers = [int(p.name[1:7]) for p in (self.root / "versions").glob("v[0-9]*") if p.name[1:7].isdigit()]
-        n = max(numbers, default=-1) + 1
-        return f"v{n:06d}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
-
     def _build_index(self, vectors: np.ndarray, kind: str):
         import faiss
 
@@ -388,27 +261,6 @@ class KnowledgeBase:
         self._load(vid)
         self._prune()
         return vid
-
-    def _prune(self, keep: int = KEEP_VERSIONS) -> None:
-        """Keep the newest ``keep`` versions (and the live one); drop document blobs no kept version uses."""
-        versions = self.versions()
-        kept = {v["version"] for v in versions[-keep:]} | {self.version}
-        for v in versions:
-            if v["version"] not in kept:
-                shutil.rmtree(self.root / "versions" / v["version"], ignore_errors=True)
-        self._drop_unused_blobs(kept)
-
-    def _drop_unused_blobs(self, kept: set[str]) -> None:
-        """Delete document blobs that none of the ``kept`` versions uses."""
-        used = set()
-        for v in kept:
-            with contextlib.suppress(OSError, json.JSONDecodeError):
-                m = json.loads((self.root / "versions" / v / "manifest.json").read_text())
-                used |= {d["sha256"] for d in m["documents"]}
-        for blob in (self.root / "docs").glob("*.jsonl"):
-            if blob.stem not in used:
-                blob.unlink(missing_ok=True)
-                (self.root / "docs" / f"{blob.stem}.npy").unlink(missing_ok=True)
 
     def _doc_vectors(self, sha: str) -> np.ndarray:
         return np.load(self.root / "docs" / f"{sha}.npy")
@@ -517,35 +369,6 @@ class KnowledgeBase:
         vectors = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
         manifest = {**self.manifest, "documents": docs}
         return self._commit(manifest, chunks, np.ascontiguousarray(vectors, np.float32), change=change)
-
-    # ---- versions -------------------------------------------------------------------------------
-    def versions(self) -> list[dict]:
-        """Every complete version, oldest first: ``{version, created, chunks, documents, change, live}``."""
-        out = []
-        for vdir in sorted((self.root / "versions").glob("v[0-9]*")):
-            try:
-                m = json.loads((vdir / "manifest.json").read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            out.append({"version": m["version"], "created": m["created"], "chunks": m["chunks"],
-                        "documents": len(m["documents"]), "change": m.get("change", ""),
-                        "live": m["version"] == self.version})
-        return out
-
-    def rollback(self, version: str) -> str:
-        """Make ``version`` (an id or a unique prefix such as ``v000003``) live again.
-
-        Raises:
-            BadRequestError: no such version, or the prefix is ambiguous.
-        """
-        with self._writing():
-            ids = [v["version"] for v in self.versions()]
-            match = [v for v in ids if v == version or v.startswith(version)]
-            if len(match) != 1:
-                raise BadRequestError(f"no single version matches {version!r}; see phikit kb versions ({', '.join(ids[-5:])})")
-            self._load(match[0])
-            atomic_write(self.root / "CURRENT", match[0] + "\n")
-        return match[0]
 
     def stats(self) -> dict:
         """Summary: version, counts, sizes, embedding model, chunker and index settings."""

@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..agent import ToolResult
 from ..cot import ReasoningDelta
 from ..engines import Done, TextDelta
 from ..errors import BadRequestError
+from ..rag.grounded import Citations
 from ..tools.chat import ToolCallEvent
 
 
@@ -214,7 +216,9 @@ def server_policy(req) -> None:
 
 
 def _event_data(ev: Any) -> dict[str, Any]:
-    """phikit's non-text events (citations, retrieved passages, tool calls/results) as JSON-able dicts."""
+    """phikit's non-text events (citations, retrieved passages, tool calls/results) as JSON-able dicts; ``type``
+    is the event's class name (``Checking``, ``Citations``, ``ToolCallEvent``, ``ToolResult``,
+    ``BlockedToolCall``), the wire name the page and clients read."""
     import dataclasses
 
     if isinstance(getattr(ev, "extra", None), dict):  # rag's Citations: citations, retrieved, abstained...
@@ -264,8 +268,8 @@ async def parts(events: AsyncIterator[Any], job: ChatJob) -> AsyncIterator[Part]
             calls.append(ev.call)
         else:
             data = _event_data(ev)
-            if data["type"] == "Citations":
+            if isinstance(ev, Citations):
                 extras.update({k: v for k, v in data.items() if k != "type"})
-            if data["type"].lower().startswith("tool"):
+            if isinstance(ev, ToolCallEvent | ToolResult):  # executed calls and results, listed in the reply
                 events_seen.append(data)
             yield Part("event", data=data)

@@ -41,6 +41,16 @@ class ToolCallEvent:
 
 
 @dataclass(frozen=True)
+class TurnDone(Done):
+    """The end of a tool turn: the engine's :class:`Done` fields plus ``content`` (the prose without the call
+    text), the valid calls (``None`` when no tools were offered) and the rejected ones' errors."""
+
+    content: str = ""
+    tool_calls: tuple | None = None
+    invalid_tool_calls: tuple = ()
+
+
+@dataclass(frozen=True)
 class StepDone:
     """The end of one model turn: the engine's :class:`Done`, the prose, valid calls and rejected ones."""
 
@@ -211,60 +221,47 @@ def _tried_call(text: str) -> bool:
     return s.startswith(("functools", "<|tool_call|>", "<tool_call>")) or ('"name"' in s and ("{" in s))
 
 
-def chat(
+def turn(
     llm: Any,
     messages: Any,
     *,
-    stream: bool = False,
     tools: Any = None,
     tool_choice: Any = "auto",
     response_format: dict | None = None,
     cot: bool = False,
     **params: Any,
-):
-    """``LLM.chat`` with tools or a response format, OpenAI semantics: calls are returned, never run.
+) -> Iterator[TextDelta | ToolCallEvent | TurnDone]:
+    """One model turn with tools or a response format, OpenAI semantics: calls are returned, never run.
 
-    Returns:
-        A :class:`~phikit.llm.ChatResult` whose ``extra["tool_calls"]`` lists the valid calls
-        (``finish_reason="tool_calls"`` when there are any) and ``extra["invalid_tool_calls"]`` the rejected
-        ones with their errors; with ``stream=True`` an iterator of :class:`TextDelta`,
-        :class:`ToolCallEvent` and a final :class:`Done`.
+    Yields :class:`TextDelta` (prose; text that looks like a call is held back), one :class:`ToolCallEvent`
+    per valid call, then one :class:`TurnDone` (``finish_reason="tool_calls"`` when there are calls).
+
+    Raises:
+        BadRequestError: bad tools, tool_choice or response_format (before any token).
+    """
+    tool_list = as_tools(tools)
+    for ev in step(llm, messages, tool_list, tool_choice=tool_choice, response_format=response_format, cot=cot, **params):
+        if not isinstance(ev, StepDone):
+            yield ev
+            continue
+        for call in ev.calls:
+            yield ToolCallEvent(call)
+        d = ev.done
+        yield TurnDone(
+            text=d.text, finish_reason="tool_calls" if ev.calls else d.finish_reason, usage=d.usage,
+            ttft_ms=d.ttft_ms, tokens_per_s=d.tokens_per_s, content=ev.content,
+            tool_calls=tuple(ev.calls) if tool_list else None, invalid_tool_calls=tuple(ev.errors),
+        )
+
+
+def chat(llm: Any, messages: Any, *, stream: bool = False, cot: bool = False, **kwargs: Any):
+    """:func:`turn` as a :class:`~phikit.result.ChatResult` (``extra["tool_calls"]`` the valid calls,
+    ``extra["invalid_tool_calls"]`` the rejected ones with their errors), or its events with ``stream=True``.
 
     Raises:
         BadRequestError: bad tools, tool_choice or response_format.
     """
-    from ..result import ChatResult
+    from ..result import finish
 
-    tool_list = as_tools(tools)
-    events = step(llm, messages, tool_list, tool_choice=tool_choice, response_format=response_format, cot=cot, **params)
-    if stream:
-        return _stream(events)
-    result = None
-    for ev in events:
-        if isinstance(ev, StepDone):
-            d = ev.done
-            result = ChatResult(
-                text=d.text, model=llm.model, backend=llm.backend,
-                finish_reason="tool_calls" if ev.calls else d.finish_reason,
-                usage=d.usage, ttft_ms=d.ttft_ms, tokens_per_s=d.tokens_per_s, answer=ev.content,
-            )
-            if tool_list:
-                result.extra["tool_calls"] = ev.calls
-                if ev.errors:
-                    result.extra["invalid_tool_calls"] = ev.errors
-            if cot and not ev.calls:
-                from ..cot import parse_cot
-
-                parsed = parse_cot(d.text)
-                result.answer, result.reasoning, result.note = parsed.answer, parsed.reasoning, parsed.note
-    return result
-
-
-def _stream(events: Iterator) -> Iterator:
-    for ev in events:
-        if isinstance(ev, StepDone):
-            for call in ev.calls:
-                yield ToolCallEvent(call)
-            yield ev.done
-        else:
-            yield ev
+    events = turn(llm, messages, cot=cot, **kwargs)
+    return events if stream else finish(events, model=llm.model, backend=llm.backend, cot=cot)

@@ -45,6 +45,9 @@ class TuneConfig:
         epochs: passes over the training split (ignored when ``max_steps`` > 0).
         max_steps: stop after this many optimizer steps (-1: use ``epochs``).
         batch_size: examples per step, packed into one padding-free row.
+        pack_tokens: when > 0, fill each step with examples up to this many tokens instead (full-sequence
+            packing, :mod:`phikit.tune.packing`), with the loss computed in chunks; the fast setting for
+            QLoRA on a GPU (docs/lora.md). ``batch_size`` is then ignored.
         grad_accum: steps of gradient accumulation per optimizer step.
         max_length: tokens per example (longer ones are cut).
         seed: data order, held-out split and adapter init.
@@ -61,6 +64,7 @@ class TuneConfig:
     epochs: float = 2.0
     max_steps: int = -1
     batch_size: int = 4
+    pack_tokens: int = 0
     grad_accum: int = 1
     max_length: int = 1024
     seed: int = 0
@@ -74,7 +78,7 @@ class TuneConfig:
                  (0 <= self.dropout < 1, "dropout must be in [0, 1)"), (self.learning_rate > 0, "lr must be > 0"),
                  (self.epochs > 0 or self.max_steps > 0, "give epochs > 0 or max_steps > 0"),
                  (self.batch_size > 0 and self.grad_accum > 0, "batch size and grad accumulation must be > 0"),
-                 (self.max_length >= 16, "max_length must be >= 16"), (self.save_steps > 0, "save_steps must be > 0")]
+                 (self.max_length >= 16, "max_length must be >= 16"), (self.pack_tokens >= 0, "pack_tokens must be >= 0"), (self.save_steps > 0, "save_steps must be > 0")]
         for ok, message in rules:
             if not ok:
                 raise BadRequestError(message)
@@ -215,6 +219,8 @@ def evaluate_all(llm, model, tokenizer, facts, heldout_loss) -> dict[str, Any]:
         r = eval_mod.knowledge_recall(llm, facts, progress=True)
         out.update(recall=r["recall"], hits=r["hits"], n=r["n"], answers=[x["answer"] for x in r["rows"]],
                    backend=llm.backend)
+        g = eval_mod.knowledge_recall(llm, eval_mod.GENERAL_QUESTIONS)
+        out.update(general_recall=g["recall"], general_answers=[x["answer"] for x in g["rows"]])
     if heldout_loss is not None:
         out["heldout_loss"] = heldout_loss()
     return out
@@ -288,10 +294,18 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
     targets = target_modules_for(base, cfg.target_modules)
     lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
                       task_type="CAUSAL_LM", bias="none")
-    steps_per_epoch = math.ceil(len(train_rows) / (cfg.batch_size * cfg.grad_accum))
+    example_rows = train_rows
+    if cfg.pack_tokens:  # each dataset item is a step's worth of examples, up to pack_tokens tokens
+        from .packing import collate_groups, group_by_tokens, trainer_class
+
+        train_rows, collate, trainer_cls, per_step = group_by_tokens(train_rows, cfg.pack_tokens), collate_groups, trainer_class(), 1
+    else:
+        collate, trainer_cls, per_step = data_mod.pack, Trainer, cfg.batch_size
+    steps_per_epoch = math.ceil(len(train_rows) / (per_step * cfg.grad_accum))
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.epochs)
     args = TrainingArguments(
-        output_dir=str(ckpt_dir), per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
+        output_dir=str(ckpt_dir), per_device_train_batch_size=per_step, per_device_eval_batch_size=cfg.batch_size,
+        prediction_loss_only=True,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate, max_steps=total_steps,
         lr_scheduler_type="linear", warmup_steps=0, logging_steps=1, save_strategy="steps",
         save_steps=cfg.save_steps, save_total_limit=2, report_to=[], disable_tqdm=True, seed=cfg.seed,
@@ -303,10 +317,11 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
     )
 
     with_adapter = get_peft_model(base, lora)
-    trainer = Trainer(model=with_adapter, args=args, train_dataset=train_rows, data_collator=data_mod.pack,
+    trainer = trainer_cls(model=with_adapter, args=args, train_dataset=train_rows, data_collator=collate,
                       callbacks=[progress_callback(progress)])
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; our bar shows the loss
-    heldout_loss = (lambda: round(trainer.evaluate(held_rows)["eval_loss"], 4)) if held_rows else None
+    held_items = group_by_tokens(held_rows, cfg.pack_tokens) if cfg.pack_tokens and held_rows else held_rows
+    heldout_loss = (lambda: round(trainer.evaluate(held_items)["eval_loss"], 4)) if held_rows else None
 
     # Before: the adapter's B matrices start at zero, and disabling it is the base model exactly.
     with with_adapter.disable_adapter():
@@ -328,14 +343,14 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
         use_trained_adapter(llm, with_adapter, ckpt_dir / "final", ref)
     after = evaluate_all(llm, with_adapter, tok, facts, heldout_loss)
 
-    trained_tokens = sum(len(r["input_ids"]) for r in train_rows) * total_steps / max(steps_per_epoch, 1)
+    trained_tokens = sum(len(r["input_ids"]) for r in example_rows) * total_steps / max(steps_per_epoch, 1)
     manifest = {
         "format": 1,
         "name": out.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "base": {"model": ref.name, "source": ref.source, "format": ref.format, "weights_sha256": weights_sha},
         "data": {"path": str(Path(data).resolve()), "sha256": run["data_sha256"], "examples": len(examples),
-                 "train": len(train_rows), "heldout": len(held_rows),
+                 "train": len(example_rows), "heldout": len(held_rows),
                  "eval_facts": str(Path(eval_facts).resolve()) if eval_facts else None,
                  "eval_facts_sha256": data_mod.file_hash(eval_facts) if eval_facts else None},
         "config": {**dataclasses.asdict(cfg), "target_modules": targets, "precision": precision, "device": device},
@@ -343,7 +358,7 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
                      "seconds": round(train_s, 1), "total_seconds": round(time.perf_counter() - started, 1),
                      "tokens": int(trained_tokens), "tokens_per_s": round(trained_tokens / max(train_s, 1e-9), 1),
                      "peak_memory_mb": round(peak_memory_mb(device), 1)},
-        "eval": {"before": before, "after": after},
+        "eval": {"before": before, "after": after, "retention": eval_mod.retention(before, after)},
         "versions": versions(),
     }
 
