@@ -6,6 +6,10 @@ GPU memory, load time, cost per 1,000 queries; then greedy equality with transfo
 prompts (under and over 4,096 tokens, so both LongRoPE factor sets). Writes JSON, a Markdown table and a PNG.
 
 Usage (CUDA machine): python bench/gpu_fast_bench.py --out DIR [--gpu-price-per-hour 3.5] [--paths ...]
+
+The side-by-side speed matrix (every backend, batches 1/8/32, prompts 128/512/2,048, cost beside hosted APIs) is
+``phikit bench``, which times cells the same way (``phikit.bench.cells``); this script keeps what is specific to
+the fast path: the step profile and the equality checks against transformers.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 import torch
 
 from phikit.bench import device, versions
+from phikit.bench.cells import fast_cell, hf_cell
 from phikit.engines.fast import generate as gen
 from phikit.engines.fast.engine import FastEngine, build, quantize
 from phikit.stand_in import phi4_mini_config, save_random_phi4_mini
@@ -52,31 +57,14 @@ def prompts(batch: int, n: int | None = None, seed: int = 0) -> torch.Tensor:
     return torch.randint(100, 190000, (batch, n or PROMPT_LEN), generator=g).to(DEV)
 
 
-def figures(ttft_s: float, total_s: float, batch: int) -> dict:
-    """TTFT, aggregate decode tokens/s after the first token, and seconds per batch of queries."""
-    new = NEW_TOKENS
-    return {"ttft_ms": round(ttft_s * 1000, 1), "decode_tok_s": round(batch * (new - 1) / (total_s - ttft_s), 1),
-            "batch_s": round(total_s, 3)}
-
-
 def bench_hf(hf, batch: int, runs: int) -> dict:
-    ids = prompts(batch)
-    mask = torch.ones_like(ids)
-    kw = dict(attention_mask=mask, do_sample=False, pad_token_id=0, eos_token_id=None)
-    hf.generate(ids, max_new_tokens=4, **kw)  # warm-up
-    ttft = statistics.median(timed(lambda: hf.generate(ids, max_new_tokens=1, **kw))[0] for _ in range(runs))
-    total = statistics.median(timed(lambda: hf.generate(ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-                                                        **kw))[0] for _ in range(runs))
-    return figures(ttft, total, batch)
+    """HF ``generate``, timed as ``phikit bench`` times it (phikit.bench.cells)."""
+    return hf_cell(hf, prompts(batch), NEW_TOKENS, runs, DEV)
 
 
 def bench_fast(model, graphs, batch: int, runs: int) -> dict:
-    ids = prompts(batch)
-    gen.generate(model, graphs, ids, NEW_TOKENS)  # warm-up: compile and capture this batch's graph
-    pos = torch.arange(PROMPT_LEN, device=DEV)
-    ttft = statistics.median(timed(lambda: gen.prefill(model, ids, pos).argmax(-1).cpu())[0] for _ in range(runs))
-    total = statistics.median(timed(lambda: gen.generate(model, graphs, ids, NEW_TOKENS).cpu())[0] for _ in range(runs))
-    return figures(ttft, total, batch)
+    """The fast path's batched loop, timed as ``phikit bench`` times it (phikit.bench.cells)."""
+    return fast_cell(model, graphs, prompts(batch), NEW_TOKENS, runs, DEV)
 
 
 def peak_extra_gb(fn) -> float:

@@ -47,7 +47,7 @@ def _root(
 
 
 # Each module defines its commands on `app` when imported.
-COMMAND_MODULES = ["core", "tools", "kb", "serve", "tune", "export"]
+COMMAND_MODULES = ["core", "tools", "kb", "serve", "tune", "export", "bench"]
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")
 

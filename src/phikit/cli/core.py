@@ -299,31 +299,3 @@ def models_prepare(
     for name in names or [None]:
         ref = prepare(name)
         print(f"{ref.name}: {ref.source}")
-
-
-@app.command()
-def bench(
-    model: ModelOpt = None,
-    backends: Annotated[str, typer.Option("--backends", help="Comma-separated backends to compare.")] = "llamacpp,transformers",
-    runs: Annotated[int, typer.Option("--runs", help="Timed runs per backend (the median is shown).")] = 3,
-    max_tokens: MaxTokensOpt = 128,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-) -> None:
-    """Compare backends side by side: load time, TTFT, decode tokens/s, process start to first token."""
-    from .. import bench as bench_mod
-
-    params_from_cli(max_tokens)
-    rows = [bench_mod.bench_backend(model, b.strip(), runs=runs, max_new_tokens=max_tokens) for b in backends.split(",")]
-    meta = {"device": bench_mod.device(), "versions": bench_mod.versions()}
-    if as_json:
-        print(json.dumps({**meta, "results": bench_mod.as_dicts(rows)}))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("model", "backend", "load s", "TTFT ms", "decode tok/s", "start→first token s",
-                  title=f"{meta['device']} · {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}")
-    for r in rows:
-        table.add_row(r.model, r.backend, f"{r.load_s:.2f}", f"{r.ttft_ms:.0f}", f"{r.decode_tok_s:.1f}",
-                      f"{r.first_token_s:.2f}" if r.first_token_s is not None else "-")
-    Console().print(table)

@@ -1,13 +1,10 @@
-"""Side-by-side speed figures for backends: load time, TTFT, decode tokens/s, process start to first token.
-
-Everything is measured through the same event stream the CLI and server use, so the figures agree with
-what users see. Used by ``phikit bench`` and ``bench/core_bench.py``.
+"""Speed figures through the event stream users see: load time, TTFT, decode tokens/s of a chat answer, and a
+fresh ``phikit ask`` process's start to first token (the pre-matrix ``phikit bench``; ``bench/quant_bench.py``
+uses its prompt).
 """
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,30 +35,6 @@ class BackendFigures:
     first_token_s: float | None = None
 
 
-def versions() -> dict[str, str]:
-    """Versions of the libraries behind the figures."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("phikit", "torch", "transformers", "llama-cpp-python", "bitsandbytes"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def device() -> str:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return f"CPU {platform.machine()}, {os.cpu_count()} cores"
-
-
 def first_token_seconds(model: str | None, backend: str, prompt: str = PROMPT) -> float:
     """Start ``phikit ask`` in a new process and time until its first answer byte on stdout."""
     cmd = [sys.executable, "-m", "phikit", "ask", prompt, "--temperature", "0", "--max-tokens", "16", "--backend", backend]
@@ -78,10 +51,23 @@ def first_token_seconds(model: str | None, backend: str, prompt: str = PROMPT) -
 
 
 def bench_backend(model: str | None, backend: str, *, runs: int = 3, max_new_tokens: int = 128, subprocess_ttft: bool = True) -> BackendFigures:
-    """Load ``model`` on ``backend`` and time ``runs`` greedy generations (after one warm-up)."""
-    from .engines import Done
-    from .llm import load
+    """Load ``model`` on ``backend`` and time ``runs`` greedy generations (after one warm-up).
 
+    ``onnx`` on a model that is not an ONNX directory runs its fp32 export from phikit's cache (written
+    once, before timing starts: :func:`phikit.artifacts.cached_onnx`).
+    """
+    from ..engines import Done
+    from ..llm import load
+
+    name = None
+    if backend == "onnx":
+        from ..models import resolve
+
+        if resolve(model).format != "onnx":
+            from ..artifacts import cached_onnx
+
+            name = f"{resolve(model).name} (onnx fp32)"
+            model = str(cached_onnx(model))
     t0 = time.perf_counter()
     llm = load(model, backend=backend)
     load_s = time.perf_counter() - t0
@@ -96,7 +82,7 @@ def bench_backend(model: str | None, backend: str, *, runs: int = 3, max_new_tok
             rates.append(done.tokens_per_s)
             n = done.usage.completion_tokens
     return BackendFigures(
-        model=llm.model,
+        model=name or llm.model,
         backend=llm.backend,
         load_s=load_s,
         ttft_ms=statistics.median(ttfts),
