@@ -17,7 +17,9 @@ def load_engine(ref: ModelRef, backend: str = "auto", **opts) -> Engine:
     """Load ``ref`` on a backend.
 
     ``auto`` picks llama.cpp for GGUF files (fast on CPU), onnxruntime-genai for ONNX model directories
-    (``phikit export onnx``) and transformers for checkpoints.
+    (``phikit export onnx``), the CUDA-graph fast path for Phi-3-family checkpoints (Phi-4-mini) on a CUDA
+    GPU when no option needs transformers (an adapter, a device or attention choice), and transformers for
+    other checkpoints.
 
     Args:
         ref: a resolved model.
@@ -29,6 +31,8 @@ def load_engine(ref: ModelRef, backend: str = "auto", **opts) -> Engine:
     """
     if backend == "auto" and ref is not None:
         backend = "llamacpp" if ref.is_gguf else "onnx" if ref.format == "onnx" else "transformers"
+        if backend == "transformers" and _fast_suits(ref, opts):
+            backend = "fast"
     if backend == "llamacpp":
         from .llamacpp import LlamaCppEngine as cls
     elif backend == "transformers":
@@ -46,3 +50,28 @@ def load_engine(ref: ModelRef, backend: str = "auto", **opts) -> Engine:
     if unknown:
         raise BadRequestError(f"backend {backend!r} does not take the option(s) {', '.join(unknown)}")
     return cls(ref, **opts)
+
+
+def _fast_suits(ref: ModelRef, opts: dict) -> bool:
+    """The fast backend is the default for a local Phi-3-family checkpoint on CUDA, unless an option asks
+    for what only transformers does (LoRA adapters, ``device``, ``attn``)."""
+    import json
+    from pathlib import Path
+
+    if any(opts.get(k) is not None for k in ("adapter", "device", "attn", "model", "tokenizer")):
+        return False
+    if opts.get("precision") not in (None, "auto", "bf16", "int4", "nf4"):
+        return False
+    config = Path(ref.source) / "config.json"
+    try:
+        if json.loads(config.read_text()).get("model_type") != "phi3":
+            return False
+    except (OSError, ValueError):
+        return False
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()

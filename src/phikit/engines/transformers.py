@@ -56,12 +56,22 @@ def pick_precision(precision: str, device: str, fmt: str) -> str:
     return precision
 
 
-def load_kwargs(precision: str, device: str) -> dict:
-    """``from_pretrained`` keyword arguments for a precision: nf4 exactly as the seeds describe.
+def load_kwargs(precision: str, device: str, attn: str = "auto") -> dict:
+    """``from_pretrained`` keyword arguments for a precision: nf4 exactly as the seeds describe, and the
+    attention kernels for the device (:func:`phikit.engines.attention.choose_attn`).
 
     Source: the Phi-4-mini tutorial and guide (``BitsAndBytesConfig(load_in_4bit=True,
     bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)``).
+
+    Raises:
+        BadRequestError: an attention choice the device or precision cannot run.
     """
+    from .attention import choose_attn
+
+    return {**_precision_kwargs(precision, device), "attn_implementation": choose_attn(attn, device, precision)}
+
+
+def _precision_kwargs(precision: str, device: str) -> dict:
     if precision == "nf4":
         from transformers import BitsAndBytesConfig
 
@@ -169,6 +179,8 @@ class TransformersEngine(AdapterSwitch, HFTokenizerEngine):
     Args:
         ref: resolved model (``hf`` checkpoint or ``gguf`` file).
         adapter: a LoRA adapter (registered name or PEFT directory) applied to every request by default.
+        attn: attention kernels, ``auto`` | ``flash`` | ``sdpa`` | ``eager`` (:mod:`phikit.engines.attention`:
+            ``auto`` is eager on V100 and older GPUs, as the model card says).
         precision: ``auto`` | ``nf4`` | ``bf16`` | ``fp32`` (see :func:`pick_precision`).
         device: ``cuda`` or ``cpu``; None picks CUDA when available.
         model, tokenizer: already-loaded objects (tests, adapters); skips loading.
@@ -182,10 +194,11 @@ class TransformersEngine(AdapterSwitch, HFTokenizerEngine):
     name = "transformers"
 
     def __init__(self, ref: ModelRef, *, precision: str = "auto", device: str | None = None, model=None, tokenizer=None,
-                 adapter: str | None = None):
+                 adapter: str | None = None, attn: str = "auto"):
         self.ref, self.model_name = ref, ref.name
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.precision = pick_precision(precision, self.device, ref.format)
+        self.attn = attn
         if model is None:
             model, tokenizer = self._load(ref)
         self.model, self.tokenizer = model.eval(), tokenizer
@@ -210,13 +223,13 @@ class TransformersEngine(AdapterSwitch, HFTokenizerEngine):
         hf_logging.disable_progress_bar()  # a 1-second bar on every load is noise; conversions keep theirs
         try:
             tok = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs(self.precision, self.device))
+            model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs(self.precision, self.device, self.attn))
         except ImportError as exc:
             raise PhikitError(f"loading {ref.source} in {self.precision} needs a missing package: {exc}") from None
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise PhikitError(f"could not load {ref.source}: {first}") from None
-        if "device_map" not in load_kwargs(self.precision, self.device):
+        if "device_map" not in _precision_kwargs(self.precision, self.device):
             model.to(self.device)
         return model, tok
 
