@@ -118,11 +118,13 @@ def plan(spec: Spec, dev: str) -> list[tuple[str, str]]:
 
 
 def _ratios(rows: list[dict]) -> None:
-    """Each row's decode tok/s and TTFT as multiples of the HF ``generate`` row of the same precision (else the
-    first HF row), cell by cell: ``x_hf_tok_s`` > 1 is faster decoding, ``x_hf_ttft`` < 1 a quicker first token."""
+    """Each row's decode tok/s and TTFT as multiples of the HF ``generate`` row of the same precision (else HF
+    bf16, else the first HF row), cell by cell: ``x_hf_tok_s`` > 1 is faster decoding, ``x_hf_ttft`` < 1 a
+    quicker first token."""
     hf = [r for r in rows if r["backend"] == "transformers" and r.get("cells")]
     for r in rows:
-        base = next((h for h in hf if h["precision"] == r["precision"]), hf[0] if hf else None)
+        same = [h for h in hf if h["precision"] == r["precision"]] + [h for h in hf if h["precision"] == "bf16"]
+        base = (same or hf or [None])[0]
         if base is None or base is r:
             continue
         r["baseline"] = base["name"]
@@ -134,11 +136,14 @@ def _ratios(rows: list[dict]) -> None:
                 c["x_hf_ttft"] = round(c["ttft_ms"] / b["ttft_ms"], 2) if b["ttft_ms"] else None
 
 
-def run(spec: Spec, *, progress: Callable[[str, int], None] = lambda desc, advance: None, argv: list[str] | None = None) -> dict:
+def run(spec: Spec, *, progress: Callable[[str, int], None] = lambda desc, advance: None,
+        argv: list[str] | None = None, on_row: Callable[[dict], None] | None = None) -> dict:
     """Run the matrix and return the report.
 
     Args:
         progress: called with a description and how many cells just finished (for a progress bar).
+        argv: the command line to record (default ``sys.argv``).
+        on_row: called with the report so far after each backend (to save a run that may be cut short).
 
     Raises:
         BadRequestError: a bad setting; PhikitError: the model cannot be found.
@@ -165,6 +170,8 @@ def run(spec: Spec, *, progress: Callable[[str, int], None] = lambda desc, advan
         n_ctx = max(512, -(-(max(spec.prompt_lengths) + spec.max_tokens + 16) // 256) * 256)
         for backend, precision in plan(spec, dev):
             _run_backend(report, spec, backend, precision, ref, dev, n_ctx, progress)
+            if on_row:
+                on_row(report)
     _ratios(report["rows"])
     hosted = hosted_table(spec.prompt_tokens, spec.answer_tokens)
     for r in report["rows"]:

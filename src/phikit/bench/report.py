@@ -114,6 +114,13 @@ def plot(report: dict) -> bytes:
     return buf.getvalue()
 
 
+def save_partial(report: dict, out: Path) -> None:
+    """Write the rows done so far to ``out/bench.partial.json`` (a run cut short keeps them; :func:`write`
+    removes it)."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(out) / "bench.partial.json", json.dumps(report, indent=1, default=str) + "\n")
+
+
 def write(report: dict, out: Path) -> list[Path]:
     """Write ``bench.json``, ``bench.md`` and ``bench.png`` into ``out`` (created); returns their paths."""
     out = Path(out)
@@ -122,4 +129,5 @@ def write(report: dict, out: Path) -> list[Path]:
     atomic_write(paths[0], json.dumps(report, indent=1, default=str) + "\n")
     atomic_write(paths[1], markdown(report))
     atomic_write(paths[2], plot(report))
+    (out / "bench.partial.json").unlink(missing_ok=True)
     return paths
