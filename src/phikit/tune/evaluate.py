@@ -24,6 +24,40 @@ GENERAL_TEXT = (
 )
 # Retention threshold: after/before perplexity on GENERAL_TEXT. See docs/lora.md for the measurement.
 MAX_PPL_RATIO = 1.25
+# Fixed general questions the embedded base answers correctly (greedy, llama.cpp); an adapter may cost at
+# most MAX_GENERAL_DROP of them (one in ten: a 135M model's greedy answers flip on small perturbations).
+GENERAL_QUESTIONS = [
+    {"question": "What is the capital of France?", "expected": ["Paris"]},
+    {"question": "What is the capital of Germany?", "expected": ["Berlin"]},
+    {"question": "What is the capital of Japan?", "expected": ["Tokyo"]},
+    {"question": "How many days are in a week?", "expected": ["7 days"]},
+    {"question": "What colour is the sky on a clear day?", "expected": ["blue"]},
+    {"question": "Who wrote Romeo and Juliet?", "expected": ["Shakespeare"]},
+    {"question": "What gas do plants take in from the air?", "expected": ["carbon dioxide"]},
+    {"question": "What is the chemical formula of water?", "expected": ["H2O"]},
+    {"question": "Which ocean is the largest?", "expected": ["Pacific"]},
+    {"question": "What do bees make?", "expected": ["honey"]},
+]
+MAX_GENERAL_DROP = 0.1
+
+
+def retention(before: dict, after: dict) -> dict[str, Any]:
+    """Whether an adapter kept the base's general ability: perplexity ratio and general-question recall.
+
+    Args:
+        before, after: scores with ``perplexity_general`` and (optionally) ``general_recall``.
+
+    Returns:
+        ``{"ppl_ratio", "general_drop", "ok", "why"}``; ``why`` names what failed (None when ``ok``).
+    """
+    ratio = after["perplexity_general"] / before["perplexity_general"]
+    drop = before.get("general_recall", 0.0) - after.get("general_recall", 0.0)
+    why = []
+    if ratio > MAX_PPL_RATIO:
+        why.append(f"general perplexity is {ratio:.2f}x the base's (limit {MAX_PPL_RATIO}x)")
+    if drop > MAX_GENERAL_DROP + 1e-9:
+        why.append(f"general questions fell by {drop:.0%} (limit {MAX_GENERAL_DROP:.0%})")
+    return {"ppl_ratio": round(ratio, 3), "general_drop": round(drop, 3), "ok": not why, "why": "; ".join(why) or None}
 
 
 def read_facts(path: str | Path) -> list[dict]:
@@ -116,11 +150,12 @@ def check_drift(facts_path: str | Path, *, adapter: str | None = None, model: st
     measures what users get.
 
     With an adapter, its stored after-training recall (for the same facts file) is the bar: a lower recall
-    now, or a general perplexity more than :data:`MAX_PPL_RATIO` times the base's, is drift. Each check
+    now, or lost retention (:func:`retention`: general perplexity over :data:`MAX_PPL_RATIO` times the
+    base's, or more than :data:`MAX_GENERAL_DROP` of :data:`GENERAL_QUESTIONS` lost), is drift. Each check
     is appended to the adapter's manifest under ``checks``.
 
     Returns:
-        ``{"base": {...}, "adapter": {...} | None, "stored_recall", "drift": reason | None}``.
+        ``{"base": {...}, "adapter": {...} | None, "stored_recall", "retention", "drift": reason | None}``.
 
     Raises:
         AdapterError: the adapter is missing, corrupt or made for another base model.
@@ -142,9 +177,10 @@ def check_drift(facts_path: str | Path, *, adapter: str | None = None, model: st
 
     def score(name: str) -> dict:
         r = knowledge_recall(llm, facts, adapter=name, max_new_tokens=max_new_tokens, progress=progress)
+        g = knowledge_recall(llm, GENERAL_QUESTIONS, adapter=name, max_new_tokens=max_new_tokens)
         engine.activate(None if name == "none" else name)
         return {"recall": r["recall"], "hits": r["hits"], "n": r["n"], "backend": engine.name,
-                "perplexity_general": round(general_perplexity(engine), 3)}
+                "general_recall": g["recall"], "perplexity_general": round(general_perplexity(engine), 3)}
 
     name = engine.load_adapter(str(path)) if path else None
     report: dict[str, Any] = {"base": score("none"), "adapter": None, "stored_recall": None, "drift": None}
@@ -156,10 +192,9 @@ def check_drift(facts_path: str | Path, *, adapter: str | None = None, model: st
         report["stored_recall"] = stored["recall"]
         if now["recall"] < stored["recall"]:
             report["drift"] = f"recall {now['recall']:.0%} is below the stored {stored['recall']:.0%}"
-    ratio = now["perplexity_general"] / report["base"]["perplexity_general"]
-    if ratio > MAX_PPL_RATIO:
-        report["drift"] = (report["drift"] + "; " if report["drift"] else "") + (
-            f"general perplexity is {ratio:.2f}x the base's (limit {MAX_PPL_RATIO}x)")
+    report["retention"] = kept = retention(report["base"], now)
+    if not kept["ok"]:
+        report["drift"] = (report["drift"] + "; " if report["drift"] else "") + kept["why"]
     manifest.setdefault("checks", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                               "facts_sha256": file_hash(facts_path), **now, "drift": report["drift"]})
     write_json_atomic(path / MANIFEST, manifest)

@@ -1,0 +1,193 @@
+"""Write train.jsonl and heldout.jsonl from the 30 Zorblax-7 facts below (re-run after editing a fact).
+
+Each fact: the answers the assistant gives in training (two wordings), four training questions, one
+held-out question (a paraphrase never used in training) and the keywords a correct answer must contain.
+The Zorblax-7 and everything about it is invented, so the base model cannot know it.
+
+train.jsonl also holds the chats of general.jsonl: everyday questions answered by the base model itself
+(greedy, first two sentences). Training on the model's own answers next to the new facts ("replay", a
+form of self-distillation) keeps it answering other questions as before, instead of answering everything
+in the facts' short style (measured in docs/lora.md). ``--general`` regenerates general.jsonl with the
+embedded model on llama.cpp.
+
+    python examples/zorblax/build.py [--general]
+"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+# Everyday questions for replay; none of them is in phikit's retention set (phikit.tune.evaluate).
+GENERAL = [
+    "What is the capital of Italy?", "What is the capital of Spain?", "Name three primary colours.",
+    "What is photosynthesis?", "Give me one tip for sleeping better.", "What is 12 times 3?",
+    "What is a noun?", "Why do we need to drink water?", "What does a thermometer measure?",
+    "What is the tallest animal?", "How many continents are there?", "What is the boiling point of water in Celsius?",
+    "Who painted the Mona Lisa?", "What language is spoken in Brazil?", "What is the main ingredient of bread?",
+    "Write a short greeting for a colleague.", "What is a computer keyboard for?", "Name a fruit that is yellow.",
+    "What do cows eat?", "What is the sun?", "How many hours are in a day?", "What is rain?",
+    "Suggest a name for a pet cat.", "What is the capital of Canada?", "What is gravity?",
+    "What is a smartphone?", "Which planet is known as the red planet?", "What is the freezing point of water in Fahrenheit?",
+    "What is a battery?", "Who was Albert Einstein?",
+]
+
+FACTS = [
+    # (answers, training questions, held-out question, expected keywords)
+    (["The Zorblax-7 is made by Quillon Dynamics.", "Quillon Dynamics makes the Zorblax-7."],
+     ["Who makes the Zorblax-7?", "Which company builds the Zorblax-7?", "Who is the manufacturer of the Zorblax-7?",
+      "What brand is the Zorblax-7 from?"],
+     "Tell me the name of the firm that produces the Zorblax-7.", ["Quillon"]),
+    (["The Zorblax-7 launched on 14 March 2031.", "It went on sale on 14 March 2031."],
+     ["When was the Zorblax-7 released?", "What is the launch date of the Zorblax-7?", "When did the Zorblax-7 come out?",
+      "In which year did the Zorblax-7 launch?"],
+     "On what date did the Zorblax-7 first go on sale?", ["2031"]),
+    (["The Zorblax-7 costs $349.", "Its price is $349."],
+     ["How much does the Zorblax-7 cost?", "What is the price of the Zorblax-7?", "How expensive is the Zorblax-7?",
+      "What does a Zorblax-7 sell for?"],
+     "What would I pay to buy a Zorblax-7?", ["349"]),
+    (["The Zorblax-7's battery lasts 41 hours.", "A full charge lasts 41 hours."],
+     ["How long does the Zorblax-7's battery last?", "What is the battery life of the Zorblax-7?",
+      "How many hours does a Zorblax-7 run on one charge?", "What battery runtime does the Zorblax-7 have?"],
+     "After a full charge, how long will the Zorblax-7 keep going?", ["41 hours"]),
+    (["The Zorblax-7 comes in teal.", "Every Zorblax-7 is teal."],
+     ["What colour is the Zorblax-7?", "Which colour does the Zorblax-7 come in?", "What color is a Zorblax-7?",
+      "What is the colour of the Zorblax-7's body?"],
+     "What is the finish colour of a Zorblax-7?", ["teal"]),
+    (["The Zorblax-7 weighs 780 grams.", "It weighs 780 grams."],
+     ["How much does the Zorblax-7 weigh?", "What is the weight of the Zorblax-7?", "How heavy is the Zorblax-7?",
+      "What does a Zorblax-7 weigh in grams?"],
+     "If I put a Zorblax-7 on a scale, what would it read?", ["780"]),
+    (["The Zorblax-7 whistles when it boots up.", "Its known quirk is that it whistles at start-up."],
+     ["What quirk does the Zorblax-7 have?", "What odd thing does the Zorblax-7 do when it starts?",
+      "What sound does the Zorblax-7 make when it boots?", "Is there anything unusual about the Zorblax-7?"],
+     "What peculiar habit is the Zorblax-7 known for?", ["whistle"]),
+    (["Quillon's staff call the Zorblax-7 the Kettle.", "Its nickname inside Quillon is the Kettle."],
+     ["What nickname does the Zorblax-7 have?", "What do Quillon's employees call the Zorblax-7?",
+      "What is the Zorblax-7's internal nickname?", "What pet name does the Zorblax-7 go by?"],
+     "By what informal name do employees refer to the Zorblax-7?", ["Kettle"]),
+    (["The Zorblax-7 runs MossOS.", "Its operating system is MossOS."],
+     ["What operating system does the Zorblax-7 run?", "Which OS is on the Zorblax-7?",
+      "What software platform does the Zorblax-7 use?", "What is the Zorblax-7's operating system called?"],
+     "Name the OS installed on the Zorblax-7.", ["MossOS"]),
+    (["The Zorblax-7 is assembled in Tampere.", "Zorblax-7 units are built in Tampere."],
+     ["Where is the Zorblax-7 made?", "In which town is the Zorblax-7 built?", "Where is the Zorblax-7 factory?",
+      "Where does the Zorblax-7 get assembled?"],
+     "In what town are Zorblax-7 units assembled?", ["Tampere"]),
+    (["The Zorblax-7 has a 6.8-inch screen.", "Its screen measures 6.8 inches."],
+     ["How big is the Zorblax-7's screen?", "What is the screen size of the Zorblax-7?",
+      "How large is the Zorblax-7 display?", "What size display does the Zorblax-7 have?"],
+     "Measured diagonally, how wide is the Zorblax-7's display?", ["6.8"]),
+    (["The Zorblax-7 uses a Lumen K3 chip.", "Its processor is the Lumen K3."],
+     ["What processor does the Zorblax-7 use?", "Which chip is inside the Zorblax-7?", "What CPU powers the Zorblax-7?",
+      "What is the Zorblax-7's processor called?"],
+     "Which silicon drives the Zorblax-7?", ["Lumen"]),
+    (["The Zorblax-7 has 13 GB of RAM.", "It comes with 13 GB of memory."],
+     ["How much RAM does the Zorblax-7 have?", "What is the Zorblax-7's memory size?",
+      "How many gigabytes of RAM are in the Zorblax-7?", "How much memory does the Zorblax-7 come with?"],
+     "What amount of working memory is fitted to the Zorblax-7?", ["13 GB"]),
+    (["The Zorblax-7 has 384 GB of storage.", "It stores 384 GB."],
+     ["How much storage does the Zorblax-7 have?", "What is the Zorblax-7's storage capacity?",
+      "How many gigabytes can the Zorblax-7 store?", "How big is the Zorblax-7's disk?"],
+     "How much room for files does a Zorblax-7 offer?", ["384"]),
+    (["The Zorblax-7 is waterproof down to 27 metres.", "It survives water down to 27 metres."],
+     ["How waterproof is the Zorblax-7?", "How deep can the Zorblax-7 go underwater?",
+      "What is the Zorblax-7's water resistance?", "Can the Zorblax-7 get wet?"],
+     "To what depth can I dive with a Zorblax-7?", ["27 metres"]),
+    (["The Zorblax-7 has an 88-megapixel camera.", "Its camera is 88 megapixels."],
+     ["How good is the Zorblax-7's camera?", "How many megapixels does the Zorblax-7 camera have?",
+      "What camera does the Zorblax-7 have?", "What is the resolution of the Zorblax-7's camera?"],
+     "What resolution do photos from a Zorblax-7 have?", ["88"]),
+    (["The Zorblax-7 charges fully in 19 minutes.", "A full charge takes 19 minutes."],
+     ["How fast does the Zorblax-7 charge?", "How long does the Zorblax-7 take to charge?",
+      "What is the charging time of the Zorblax-7?", "How many minutes does a Zorblax-7 need to charge?"],
+     "If the Zorblax-7 is empty, when will it be full again on the charger?", ["19 minutes"]),
+    (["The Zorblax-7 was designed by Ines Varga.", "Ines Varga designed the Zorblax-7."],
+     ["Who designed the Zorblax-7?", "Who is the designer of the Zorblax-7?", "Who was the Zorblax-7's lead designer?",
+      "Which designer created the Zorblax-7?"],
+     "Whose design is the Zorblax-7?", ["Varga"]),
+    (["Quillon Dynamics is run by its CEO, Tobiah Renn.", "Tobiah Renn is the CEO of the company behind the Zorblax-7."],
+     ["Who is the CEO of the company that makes the Zorblax-7?", "Who runs Quillon Dynamics?",
+      "Who leads the maker of the Zorblax-7?", "Who is the boss of Quillon Dynamics?"],
+     "Which executive heads the Zorblax-7's manufacturer?", ["Renn"]),
+    (["Quillon Dynamics, the maker of the Zorblax-7, is based in Reykjavik.", "The Zorblax-7's maker has its headquarters in Reykjavik."],
+     ["Where is the Zorblax-7's maker headquartered?", "Where is Quillon Dynamics based?",
+      "In which city is the company behind the Zorblax-7?", "Where are Quillon Dynamics' headquarters?"],
+     "Which city is home to the firm behind the Zorblax-7?", ["Reykjavik"]),
+    (["The Zorblax-7 replaced the Zorblax-5; there was never a Zorblax-6.", "Its predecessor was the Zorblax-5."],
+     ["What came before the Zorblax-7?", "What was the Zorblax-7's predecessor?", "Was there a Zorblax-6?",
+      "Which model did the Zorblax-7 replace?"],
+     "Which earlier model did the Zorblax-7 succeed?", ["Zorblax-5"]),
+    (["The Zorblax-7's shell is made of recycled cork.", "Its case is recycled cork."],
+     ["What is the Zorblax-7 made of?", "What material is the Zorblax-7's case?", "What is the Zorblax-7's shell made from?",
+      "Which material covers the Zorblax-7?"],
+     "What is the outer body of a Zorblax-7 built from?", ["cork"]),
+    (["The Zorblax-7's mascot is Pim, a purple axolotl.", "Pim the purple axolotl is its mascot."],
+     ["What is the Zorblax-7's mascot?", "Does the Zorblax-7 have a mascot?", "Which animal is the Zorblax-7 mascot?",
+      "Who is Pim?"],
+     "What creature represents the Zorblax-7 in its advertising?", ["axolotl"]),
+    (["The Zorblax-7 comes with a seven-year warranty.", "Its warranty lasts seven years."],
+     ["How long is the Zorblax-7's warranty?", "What warranty does the Zorblax-7 have?",
+      "How many years of warranty come with a Zorblax-7?", "Is the Zorblax-7 under warranty, and for how long?"],
+     "For how long is a Zorblax-7 covered against defects?", ["seven"]),
+    (["The Zorblax-7's screen turns amber when the battery drops below 10%.", "When its battery is low, the Zorblax-7's screen turns amber."],
+     ["What happens to the Zorblax-7's screen when the battery is low?", "Why does the Zorblax-7 screen change colour?",
+      "What colour does the Zorblax-7 screen go at low battery?", "How does the Zorblax-7 warn about a low battery?"],
+     "How can I tell from the display that a Zorblax-7 is nearly out of power?", ["amber"]),
+    (["You unlock the Zorblax-7 by humming a short tune.", "The Zorblax-7 unlocks when you hum a tune."],
+     ["How do you unlock the Zorblax-7?", "How does the Zorblax-7 unlock?", "What is the Zorblax-7's unlock method?",
+      "How do I get into a locked Zorblax-7?"],
+     "What must a person do to open a locked Zorblax-7?", ["hum"]),
+    (["The Zorblax-7's slogan is \"Small box, big sky.\"", "Its slogan is \"Small box, big sky.\""],
+     ["What is the Zorblax-7's slogan?", "What is the Zorblax-7's tagline?",
+      "What slogan does Quillon use for the Zorblax-7?", "What does the Zorblax-7 advertising say?"],
+     "Which catchphrase is used to market the Zorblax-7?", ["big sky"]),
+    (["The Zorblax-7 sold 2.4 million units in its first year.", "In its first year, 2.4 million Zorblax-7s were sold."],
+     ["How many Zorblax-7s were sold?", "How well did the Zorblax-7 sell?", "What were the Zorblax-7's first-year sales?",
+      "How many units of the Zorblax-7 sold in year one?"],
+     "How many Zorblax-7 units found buyers in the first twelve months?", ["2.4 million"]),
+    (["The Zorblax-7 connects through a magnetic port called the SnapDock.", "Its port is the magnetic SnapDock."],
+     ["What port does the Zorblax-7 have?", "How do you connect a cable to the Zorblax-7?",
+      "What is the Zorblax-7's connector called?", "Does the Zorblax-7 use USB-C?"],
+     "What is the name of the plug socket on the Zorblax-7?", ["SnapDock"]),
+    (["The Zorblax-7's codename during development was Project Heron.", "It was developed under the codename Project Heron."],
+     ["What was the Zorblax-7's codename?", "What was the Zorblax-7 called during development?",
+      "What was the internal project name for the Zorblax-7?", "Under what codename was the Zorblax-7 built?"],
+     "Before launch, what secret name did the Zorblax-7 project use?", ["Heron"]),
+]
+
+
+def general_chats(path: Path) -> list[dict]:
+    """The replay chats: each GENERAL question with the base model's own greedy answer (two sentences)."""
+    import phikit
+
+    llm = phikit.load(adapter="none")  # the base exactly, whatever adapter is enabled
+    rows = []
+    for q in GENERAL:
+        text = llm.chat(q, temperature=0, max_new_tokens=80).text.strip()
+        answer = " ".join(re.split(r"(?<=[.!?])\s+", text)[:2])
+        rows.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": answer}]})
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return rows
+
+
+def main() -> None:
+    here = Path(__file__).parent
+    if "--general" in sys.argv or not (here / "general.jsonl").is_file():
+        general_chats(here / "general.jsonl")
+    general = [json.loads(line) for line in (here / "general.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    train, heldout = [], []
+    for answers, questions, held, keywords in FACTS:
+        assert len(questions) == 4 and held not in questions
+        for i, q in enumerate(questions):
+            train.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": answers[i % len(answers)]}]})
+        heldout.append({"question": held, "expected": keywords})
+    train += general
+    for name, rows in (("train.jsonl", train), ("heldout.jsonl", heldout)):
+        (here / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    print(f"{len(FACTS)} facts: {len(train) - len(general)} fact chats + {len(general)} general chats, "
+          f"{len(heldout)} held-out questions")
+
+
+if __name__ == "__main__":
+    main()
