@@ -15,7 +15,9 @@ from phikit.bench import cost
 from phikit.bench.matrix import Spec, plan, run
 
 SCRIPT = Path(sys.executable).parent / "phikit"
-ENV = {**os.environ, "PHIKIT_THREADS": "1", "PHIKIT_RAISE_ERRORS": ""}  # llama.cpp's spinning threads on a busy CPU
+# One thread for llama.cpp and torch: their spinning OpenMP threads collapse on a busy 2-core machine (a quick
+# run took 5 minutes at load average 9 with two threads each); these tests check sanity, not speed.
+ENV = {**os.environ, "PHIKIT_THREADS": "1", "OMP_NUM_THREADS": "1", "PHIKIT_RAISE_ERRORS": ""}
 
 
 def _measured(row: dict) -> list[dict]:

@@ -175,15 +175,19 @@ def test_cli_errors_are_one_line(args, message, tmp_path):
 
 
 def test_manifest_beside_a_gguf_export(tmp_path):
-    from phikit.artifacts import export_gguf
-    from phikit.cache import cached_sha256
-    from phikit.models import EMBEDDED, resolve
+    from test_export import write_q4_1
 
-    out, manifest = export_gguf(EMBEDDED, tmp_path / "m.gguf", type="q8_0", parity=False, progress=False)
-    assert out.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf", "m.gguf.manifest.json"]
+    from phikit.artifacts import export_gguf
+    from phikit.cache import file_sha256
+
+    src = tmp_path / "src" / "tiny.gguf"
+    src.parent.mkdir()
+    write_q4_1(src)
+    out, manifest = export_gguf(str(src), tmp_path / "out" / "m.gguf", type="q8_0", parity=False, progress=False)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.gguf", "m.gguf.manifest.json"]
     assert manifest["format"] == "gguf" and manifest["type"] == "q8_0" and manifest["adapter"] is None
-    assert manifest["source"]["sha256"] == cached_sha256(Path(resolve(EMBEDDED).source))
-    assert {"gguf", "llama-cpp-python", "phikit"} <= set(manifest["tools"])
+    assert manifest["source"] == {"model": "tiny.gguf", "path": str(src), "format": "gguf", "sha256": file_sha256(src)}
+    assert {"gguf", "llama-cpp-python", "phikit"} <= set(manifest["tools"]) and manifest["parity"] is None
 
 
 @pytest.mark.slow
