@@ -55,3 +55,15 @@ def test_other_architectures_stay_on_transformers(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert not _fast_suits(_checkpoint(tmp_path, "llama"), {})
     assert not _fast_suits(ModelRef(name="m", source=str(tmp_path / "missing"), format="hf"), {})
+
+
+def test_bad_attn_flag_is_one_line_and_exit_2():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "phikit"
+    r = subprocess.run([str(script), "ask", "hi", "--backend", "transformers", "--attn", "fastest"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: unknown attention 'fastest'; use one of auto, flash, sdpa, eager"

@@ -12,7 +12,7 @@ import typer
 from . import app
 
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name, hub id, directory or .gguf path.")]
-BackendOpt = Annotated[str, typer.Option("--backend", "-b", help="auto | llamacpp | transformers | onnx | openai")]
+BackendOpt = Annotated[str, typer.Option("--backend", "-b", help="auto | llamacpp | transformers | fast (CUDA) | onnx | openai")]
 PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="transformers backend: auto | nf4 | bf16 | fp32")]
 SystemOpt = Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt.")]
 MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens to generate.")]
@@ -20,24 +20,29 @@ TemperatureOpt = Annotated[float, typer.Option("--temperature", "-t", help="0 is
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling.")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="--backend openai: the server, e.g. http://gpu-box:8000/v1 (or $PHIKIT_BASE_URL).")]
 AdapterOpt = Annotated[Optional[str], typer.Option("--adapter", help="LoRA adapter from phikit tune (registered name or folder; none = the base model); llama.cpp and transformers backends.")]
+AttnOpt = Annotated[Optional[str], typer.Option("--attn", help="transformers backend: attention kernels, auto | flash | sdpa | eager (auto: eager on V100 and older GPUs).")]
 ApiKeyOpt = Annotated[Optional[str], typer.Option("--api-key", help="--backend openai: the server's key (or $OPENAI_API_KEY).")]
 
 
 def load_llm(model: str | None, backend: str, precision: str | None, base_url: str | None = None,
-             api_key: str | None = None, adapter: str | None = None):
+             api_key: str | None = None, adapter: str | None = None, attn: str | None = None):
     """Load the model the flags name; ``--base-url``/``--api-key`` only go with ``--backend openai``;
     ``--adapter`` (a LoRA adapter, checked now) becomes every request's default."""
     from ..errors import BadRequestError
     from ..llm import load
 
-    opts = {"precision": precision} if precision else {}
-    if adapter:
-        opts["adapter"] = adapter
+    opts = engine_opts(precision, adapter, attn)
     if backend == "openai":
         opts.update(base_url=base_url, api_key=api_key)
     elif base_url or api_key:
         raise BadRequestError("--base-url and --api-key are for --backend openai")
     return load(model, backend=backend, **opts)
+
+
+def engine_opts(precision: str | None, adapter: str | None, attn: str | None) -> dict:
+    """The backend options the flags ``--precision``, ``--adapter`` and ``--attn`` give (only those set, so a
+    backend that takes none of them still loads)."""
+    return {k: v for k, v in (("precision", precision), ("adapter", adapter), ("attn", attn)) if v}
 
 
 # The library's errors name parameters as Python does; the CLI's name the flags.
@@ -113,6 +118,7 @@ def ask(
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
     adapter: AdapterOpt = None,
+    attn: AttnOpt = None,
 ) -> None:
     """Answer one question, streaming tokens to the terminal."""
     from ..errors import BadRequestError
@@ -123,7 +129,7 @@ def ask(
         raise BadRequestError("the question is empty: pass the text to ask, e.g. phikit ask \"What is RAG?\"")
     params = params_from_cli(max_tokens, temperature, top_p, top_k, seed, stop)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
-    llm = load_llm(model, backend, precision, base_url, api_key, adapter)
+    llm = load_llm(model, backend, precision, base_url, api_key, adapter, attn)
     tool_names = [t.strip() for t in tools.split(",") if t.strip()] if tools else None
     # The CLI runs the tools it is given (the agent loop: policy, isolation, audit log), with or without a KB.
     req = Request(messages, tools=tool_names, tool_choice=tool_choice, execute_tools=bool(tool_names), kb=kb,
@@ -162,6 +168,7 @@ def chat(
     tool_choice: Annotated[str, typer.Option("--tool-choice", help="auto | none | required | a tool name")] = "auto",
     kb: Annotated[Optional[str], typer.Option("--kb", help="Answer only from this knowledge base, with citations.")] = None,
     adapter: AdapterOpt = None,
+    attn: AttnOpt = None,
 ) -> None:
     """Multi-turn chat with history; the KV cache is reused across turns. Commands: /help, /reset, /exit.
 
@@ -175,7 +182,7 @@ def chat(
     params = params_from_cli(max_tokens, temperature, 1.0, 0, seed, [])
     if ctx is not None and ctx < 64:
         raise BadRequestError("--ctx must be at least 64 tokens")
-    llm = _load_for_chat(model, backend, precision, ctx, adapter)
+    llm = _load_for_chat(model, backend, precision, ctx, adapter, attn)
     tool_names = [t.strip() for t in tools.split(",") if t.strip()] if tools else None
     # each turn is one pipeline request, as in `phikit ask`: tools run through the agent loop, kb grounds
     policy: dict = {}
@@ -235,14 +242,12 @@ def chat(
 
 
 def _load_for_chat(model: str | None, backend: str, precision: str | None, ctx: int | None,
-                   adapter: str | None = None):
+                   adapter: str | None = None, attn: str | None = None):
     """Load the model; ``--ctx`` sizes llama.cpp's KV cache (other backends only trim the history to it)."""
     from ..llm import load
     from ..models import resolve
 
-    opts: dict = {"precision": precision} if precision else {}
-    if adapter:
-        opts["adapter"] = adapter
+    opts = engine_opts(precision, adapter, attn)
     if ctx is not None and (backend == "llamacpp" or (backend == "auto" and resolve(model).is_gguf)):
         opts["n_ctx"] = ctx
     return load(model, backend=backend, **opts)

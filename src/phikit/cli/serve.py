@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from . import app
+from .core import engine_opts
 
 
 @app.command()
@@ -17,10 +18,11 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 8000,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Registry name, hub id, directory or .gguf path; with --backend openai, the remote model's name.")] = None,
-    backend: Annotated[str, typer.Option("--backend", "-b", help="auto | llamacpp | transformers | openai")] = "auto",
+    backend: Annotated[str, typer.Option("--backend", "-b", help="auto | llamacpp | transformers | fast (CUDA) | onnx | openai")] = "auto",
     base_url: Annotated[str | None, typer.Option("--base-url", help="--backend openai: the remote server, e.g. http://gpu-box:8000/v1")] = None,
     remote_key: Annotated[str | None, typer.Option("--remote-api-key", help="--backend openai: key for the remote server (or $OPENAI_API_KEY).")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="transformers backend: auto | nf4 | bf16 | fp32")] = None,
+    attn: Annotated[str | None, typer.Option("--attn", help="transformers backend: attention kernels, auto | flash | sdpa | eager (auto: eager on V100 and older GPUs).")] = None,
     kb: Annotated[list[str], typer.Option("--kb", help="Knowledge base folder (repeatable); the first answers every chat unless a request says phikit.kb=false.")] = [],  # noqa: B006
     api_key: Annotated[str | None, typer.Option("--api-key", help="Require 'Authorization: Bearer KEY' on /v1 and /api (or $PHIKIT_API_KEY).")] = None,
     max_queue: Annotated[int, typer.Option("--max-queue", help="Requests that may wait for the model; more get 429.")] = 16,
@@ -45,9 +47,7 @@ def serve(
         for path in kb:
             open_kb(path)  # fail now, with a clear line, if it is not a knowledge base
             kbs[Path(path).expanduser().resolve().name] = str(Path(path).expanduser().resolve())
-    opts = {"precision": precision} if precision else {}
-    if adapter:
-        opts["adapter"] = adapter
+    opts = engine_opts(precision, adapter, attn)
     if backend == "openai":
         opts.update(base_url=base_url, api_key=remote_key)
     elif base_url:

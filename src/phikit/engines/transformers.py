@@ -198,6 +198,9 @@ class TransformersEngine(AdapterSwitch, HFTokenizerEngine):
         self.ref, self.model_name = ref, ref.name
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.precision = pick_precision(precision, self.device, ref.format)
+        from .attention import choose_attn
+
+        choose_attn(attn, self.device, self.precision)  # a bad --attn fails here, before loading anything
         self.attn = attn
         if model is None:
             model, tokenizer = self._load(ref)
