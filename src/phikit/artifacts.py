@@ -179,7 +179,7 @@ def cached_onnx(model: str | None, precision: str = ONNX_CACHE_PRECISION) -> Pat
     from .cache import cache_root
 
     ref, source = _source_info(model)
-    target = cache_root() / "onnx" / f"{source['sha256'][:24]}-{precision}"
+    target = cache_root() / "onnx-genai" / f"{source['sha256'][:24]}-{precision}"
     if not (target / "genai_config.json").is_file():
         _note(f"exporting {ref.name} to ONNX {precision} once (cached in {target})")
         export_onnx(model, target, precision=precision, parity=False, progress=False)
