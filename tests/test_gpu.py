@@ -23,7 +23,11 @@ def test_nf4_loads_and_generates(phi4_dir):
 
     import phikit
 
-    llm = phikit.load(str(phi4_dir))  # auto precision on CUDA = nf4, as the seeds describe
+    auto = phikit.load(str(phi4_dir))  # on CUDA a Phi-3-family checkpoint gets the fast path, in nf4 as the seeds say
+    assert auto.backend == "fast" and auto.engine.precision == "nf4"
+    del auto
+    torch.cuda.empty_cache()
+    llm = phikit.load(str(phi4_dir), backend="transformers")  # auto precision on CUDA = nf4, as the seeds describe
     engine = llm.engine
     assert engine.precision == "nf4"
     q = engine.model.config.quantization_config
@@ -34,7 +38,7 @@ def test_nf4_loads_and_generates(phi4_dir):
     nf4_gb = engine.weight_bytes / 1e9
     del llm, engine
     torch.cuda.empty_cache()
-    bf16 = phikit.load(str(phi4_dir), precision="bf16")
+    bf16 = phikit.load(str(phi4_dir), backend="transformers", precision="bf16")
     bf16_gb = bf16.engine.weight_bytes / 1e9
     assert 7.0 < bf16_gb < 8.2  # 3.84B parameters x 2 bytes
     assert nf4_gb < 0.45 * bf16_gb  # 4-bit linears; embeddings stay bf16

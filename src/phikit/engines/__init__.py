@@ -33,6 +33,8 @@ def load_engine(ref: ModelRef, backend: str = "auto", **opts) -> Engine:
         backend = "llamacpp" if ref.is_gguf else "onnx" if ref.format == "onnx" else "transformers"
         if backend == "transformers" and _fast_suits(ref, opts):
             backend = "fast"
+            if opts.get("precision") in (None, "auto"):
+                opts = {**opts, "precision": "nf4"}  # the seeds' CUDA default: 4-bit nf4, bf16 compute
     if backend == "llamacpp":
         from .llamacpp import LlamaCppEngine as cls
     elif backend == "transformers":
