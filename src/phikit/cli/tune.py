@@ -55,7 +55,7 @@ def tune(
     alpha: Annotated[int, typer.Option("--alpha", help="LoRA alpha (scale = alpha / rank).")] = 32,
     dropout: Annotated[float, typer.Option("--dropout", help="LoRA dropout.")] = 0.05,
     target_modules: Annotated[Optional[str], typer.Option("--target-modules", help="Comma-separated module names (default per architecture).")] = None,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 1e-3,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 2e-3,
     epochs: Annotated[float, typer.Option("--epochs", help="Passes over the training split (ignored with --max-steps).")] = 2.0,
     max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after N steps (overrides --epochs).")] = -1,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Examples per step, packed padding-free.")] = 4,
