@@ -44,7 +44,8 @@ def test_fast_is_the_cuda_default_for_phi3_checkpoints(tmp_path, monkeypatch):
     phi3 = _checkpoint(tmp_path, "phi3")
     assert _fast_suits(phi3, {})
     assert _fast_suits(phi3, {"precision": "nf4"})
-    assert not _fast_suits(phi3, {"adapter": "zorblax"})  # adapters run on transformers (peft)
+    assert _fast_suits(phi3, {"adapter": "zorblax"})  # adapters run unmerged on the fast path too
+    assert not _fast_suits(phi3, {"attn": "eager"})  # an attention choice is the transformers backend's
     assert not _fast_suits(phi3, {"precision": "fp32"})
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert not _fast_suits(phi3, {})

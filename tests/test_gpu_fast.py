@@ -94,3 +94,37 @@ def test_prefill_logits_close_to_transformers(pair):
             out = model(prompt, torch.arange(n, device="cuda"))[:, -1].float()
         rel = ((out - ref).norm() / ref.norm()).item()
         assert rel < 2e-2, (n, rel)
+
+
+def test_lora_through_captured_graphs(tmp_path):
+    """An adapter applied unmerged under CUDA graphs: it changes the greedy tokens, "none" gives the base's
+    exactly, and switching back and forth needs no reload (the graphs read the LoRA buffers in place)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Phi3ForCausalLM
+
+    from phikit.engines.base import SamplingParams
+    from phikit.engines.fast import lora
+    from phikit.engines.fast.engine import FastEngine, build
+    from phikit.stand_in import phi4_mini_config, tiny_tokenizer
+
+    torch.manual_seed(0)
+    cfg = phi4_mini_config(num_hidden_layers=2)
+    hf = Phi3ForCausalLM(cfg)
+    model = build(cfg, hf.state_dict(), "cuda")  # before peft wraps hf's modules in place
+    tuned = get_peft_model(hf, LoraConfig(r=8, lora_alpha=16, target_modules=list(lora.TARGETS), init_lora_weights=False))
+    for name, p in tuned.named_parameters():
+        if "lora_B" in name:
+            p.data.mul_(20)  # a strong adapter, so greedy tokens differ even on random weights
+    tuned.save_pretrained(tmp_path / "strong")
+    engine = FastEngine.from_model(model, tiny_tokenizer(), compile=True)
+    msgs = [{"role": "user", "content": "Who makes the Zorblax-7?"}]
+    params = SamplingParams(max_new_tokens=24, temperature=0)
+
+    def tokens(adapter=None):
+        return list(engine.generate(msgs, params, adapter=adapter))[-1].token_ids
+
+    base = tokens()
+    strong = tokens(str(tmp_path / "strong"))
+    assert strong != base
+    assert tokens("none") == base and tokens(str(tmp_path / "strong")) == strong

@@ -18,7 +18,7 @@ def load_engine(ref: ModelRef, backend: str = "auto", **opts) -> Engine:
 
     ``auto`` picks llama.cpp for GGUF files (fast on CPU), onnxruntime-genai for ONNX model directories
     (``phikit export onnx``), the CUDA-graph fast path for Phi-3-family checkpoints (Phi-4-mini) on a CUDA
-    GPU when no option needs transformers (an adapter, a device or attention choice), and transformers for
+    GPU when no option needs transformers (a device or attention choice), and transformers for
     other checkpoints.
 
     Args:
@@ -56,11 +56,11 @@ def load_engine(ref: ModelRef, backend: str = "auto", **opts) -> Engine:
 
 def _fast_suits(ref: ModelRef, opts: dict) -> bool:
     """The fast backend is the default for a local Phi-3-family checkpoint on CUDA, unless an option asks
-    for what only transformers does (LoRA adapters, ``device``, ``attn``)."""
+    for what only transformers does (``device``, ``attn``); LoRA adapters run on both."""
     import json
     from pathlib import Path
 
-    if any(opts.get(k) is not None for k in ("adapter", "device", "attn", "model", "tokenizer")):
+    if any(opts.get(k) is not None for k in ("device", "attn", "model", "tokenizer")):
         return False
     if opts.get("precision") not in (None, "auto", "bf16", "int4", "nf4"):
         return False

@@ -3,6 +3,7 @@
 Same interface and events as the other local backends (streaming, stop strings, cancellation, logits
 processors, messages rendered by the chat template and tokenized as data): only ``token_steps`` differs.
 One generation runs at a time per engine (the KV cache is the model's); a second waits for the first.
+LoRA adapters are applied unmerged (:mod:`.lora`), chosen per request as on the other backends.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import torch
 
 from ...errors import BadRequestError, PhikitError
 from ...models import ModelRef, local_snapshot
+from ..adapting import AdapterSwitch
 from ..base import SamplingParams
 from ..local import HFTokenizerEngine
+from . import lora
 from .generate import DecodeGraphs, bucket, compile_ops, prefill, uncompile_ops
 from .model import ModelArgs, Transformer
 
@@ -73,13 +76,15 @@ def quantize(model: Transformer, precision: str) -> None:
                 setattr(parent, name, q.to(lin.weight.device))
 
 
-class FastEngine(HFTokenizerEngine):
+class FastEngine(AdapterSwitch, HFTokenizerEngine):
     """A Phi-3-family checkpoint on CUDA, decoded through CUDA graphs.
 
     Args:
         ref: a resolved ``hf`` checkpoint (safetensors + config + tokenizer).
         precision: ``auto`` (= ``bf16``) | ``bf16`` | ``int4`` (torchao) | ``nf4`` (bitsandbytes).
         compile: fuse the elementwise pieces with ``torch.compile`` (falls back to eager if that fails).
+        adapter: a LoRA adapter (registered name or PEFT directory) every request gets unless it names
+            another; adapters are applied unmerged over the bf16, int4 or nf4 base (:mod:`.lora`).
 
     Raises:
         PhikitError: no CUDA device, a GGUF file, or a checkpoint that is not Phi-3-family.
@@ -88,7 +93,7 @@ class FastEngine(HFTokenizerEngine):
 
     name = "fast"
 
-    def __init__(self, ref: ModelRef, *, precision: str = "auto", compile: bool = True):
+    def __init__(self, ref: ModelRef, *, precision: str = "auto", compile: bool = True, adapter: str | None = None):
         if not torch.cuda.is_available():
             raise PhikitError(NEEDS_CUDA)
         if precision not in PRECISIONS:
@@ -110,6 +115,7 @@ class FastEngine(HFTokenizerEngine):
             quantize(model, self.precision)
         eos = _eos_ids(path)
         self._setup(model, tokenizer, ref.name, eos, compile=compile)
+        self.init_adapters(adapter, ref)
 
     @classmethod
     def from_model(cls, model: Transformer, tokenizer, *, name: str = "fast", eos_ids: Sequence[int] = (),
@@ -118,6 +124,7 @@ class FastEngine(HFTokenizerEngine):
         self = cls.__new__(cls)
         self.precision = str(model.dtype).removeprefix("torch.")
         self._setup(model, tokenizer, name, set(eos_ids), compile=compile)
+        self.use_registry = False  # only adapters given explicitly
         return self
 
     def _setup(self, model: Transformer, tokenizer, name: str, eos: set[int], *, compile: bool) -> None:
@@ -129,6 +136,10 @@ class FastEngine(HFTokenizerEngine):
         self.compiled = compile and model.device.type == "cuda" and compile_ops()
         self.graphs = DecodeGraphs(model)
         self._lock = threading.Lock()
+        self.adapters: dict[str, tuple[str, dict]] = {}  # name -> (directory, LoRA weights on the CPU)
+        self._applied: str | None = None  # the adapter whose weights are in the LoRA buffers
+        self._wanted = threading.local()  # the adapter the calling thread's next generation runs through
+        self.adapter_base, self.adapter, self._registry_seen, self._registry_default = None, None, None, None
         if self.compiled:  # compile and capture the common bucket now, so the first request is not slow
             try:
                 self._warm(bucket(1))
@@ -146,6 +157,47 @@ class FastEngine(HFTokenizerEngine):
         """Bytes of the loaded weights (packed storage for int4/nf4)."""
         return sum(_nbytes(t) for t in [*self.model.parameters(), *self.model.buffers()])
 
+    # LoRA adapters: AdapterSwitch picks the name per request; the weights go into the LoRA buffers when a
+    # generation starts (under the lock, so a running generation never sees another request's adapter).
+
+    def load_adapter(self, spec: str) -> str:
+        """Read a LoRA adapter (registered name or PEFT directory) once; return its name.
+
+        Raises:
+            AdapterError: missing, corrupt, or trained on another base model. PhikitError: it adapts
+                modules the fast path does not (:data:`.lora.TARGETS`).
+        """
+        from ...adapters import check_base, read_manifest, resolve_adapter
+
+        name, path = resolve_adapter(spec)
+        if name in self.adapters and self.adapters[name][0] == str(path):
+            return name
+        if self.adapter_base is not None:
+            check_base(read_manifest(path), self.adapter_base, name)
+        rank, weights = lora.read_peft(path, self.model.args.n_layer)
+        with self._lock:
+            if lora.attach(self.model, rank):
+                self.model.cache_version += 1  # new modules: graphs captured before must be captured again
+            self.adapters[name] = (str(path), weights)
+            self._applied = "\0"  # unknown: written on the next generation
+        return name
+
+    def activate(self, name: str | None) -> None:
+        """The calling thread's next generation runs through adapter ``name`` (None: the base model)."""
+        self._wanted.name = name
+
+    def generate(self, messages, params: SamplingParams, *, tools=None, adapter: str | None = None):
+        """As :meth:`LocalEngine.generate`, through ``adapter`` (a name, a directory, or ``"none"`` for the base)."""
+        name = self.pick_adapter(adapter)
+        events = super().generate(messages, params, tools=tools)
+        return self.through(name, events) if self.adapters else events
+
+    def _use_adapter(self) -> None:
+        name = getattr(self._wanted, "name", None)
+        if name != self._applied and self.adapters:
+            lora.apply(self.model, self.adapters[name][1] if name else None)
+            self._applied = name
+
     def token_steps(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
         """Yield one token id per step: prefill, then one graph replay per token; sampling on the GPU."""
         # the same logits processors, repetition penalty and warpers as the transformers backend, on the GPU
@@ -153,6 +205,7 @@ class FastEngine(HFTokenizerEngine):
 
         dev = self.model.device
         with self._lock:
+            self._use_adapter()
             t = len(prompt_ids)
             kv_len = bucket(t + params.max_new_tokens, self.context_length)
             self.model.setup_caches(1, kv_len)

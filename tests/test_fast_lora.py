@@ -1,0 +1,94 @@
+"""LoRA on the fast path (engines/fast/lora.py): unmerged adapters give peft's logits, switch per request,
+and "none" is the base exactly. CPU, tiny random Phi-3, fp32; the graph-captured path runs on the device."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+peft = pytest.importorskip("peft")
+
+from phikit.engines.base import SamplingParams  # noqa: E402
+from phikit.engines.fast import lora  # noqa: E402
+from phikit.engines.fast.engine import FastEngine, build  # noqa: E402
+from phikit.errors import PhikitError  # noqa: E402
+from test_fast_model import tiny_config  # noqa: E402  (tests/ is on sys.path under pytest)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """(hf base, peft model with a random non-zero adapter saved to disk, adapter dir, fast model)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Phi3ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    hf = Phi3ForCausalLM(cfg).eval()
+    fast = build(cfg, hf.state_dict(), "cpu", torch.float32)
+    lcfg = LoraConfig(r=4, lora_alpha=8, target_modules=list(lora.TARGETS), init_lora_weights=False)
+    tuned = get_peft_model(hf, lcfg).eval()  # random A and B: the adapter changes the logits
+    out = tmp_path_factory.mktemp("adapters") / "nick"
+    tuned.save_pretrained(out)
+    return tuned, out, fast
+
+
+def test_fast_lora_logits_equal_peft_and_none_is_the_base(models):
+    tuned, out, fast = models
+    ids = torch.randint(1, 640, (1, 20), generator=torch.Generator().manual_seed(3))
+    pos = torch.arange(20)
+    rank, weights = lora.read_peft(out, fast.args.n_layer)
+    assert rank == 4 and len(weights) == 2 * 4
+    with torch.no_grad():
+        fast.setup_caches(1, 64)
+        base = fast(ids, pos, last_only=False)
+        assert lora.attach(fast, rank) and not lora.attach(fast, rank)  # idempotent at the same rank
+        zero = fast(ids, pos, last_only=False)
+        lora.apply(fast, weights)
+        adapted = fast(ids, pos, last_only=False)
+        want = tuned(ids).logits
+        with tuned.disable_adapter():
+            want_base = tuned(ids).logits
+        lora.apply(fast, None)
+        back = fast(ids, pos, last_only=False)
+    torch.testing.assert_close(zero, base, rtol=0, atol=0)  # attached but empty: the base exactly
+    torch.testing.assert_close(base, want_base, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(adapted, want, rtol=1e-4, atol=1e-4)
+    assert (adapted - base).abs().max() > 1e-2  # the adapter does change the logits
+    torch.testing.assert_close(back, base, rtol=0, atol=0)
+
+
+def test_engine_switches_adapters_per_request(models):
+    from phikit.stand_in import tiny_tokenizer
+
+    _, out, _ = models
+    from transformers import Phi3ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    engine = FastEngine.from_model(build(cfg, Phi3ForCausalLM(cfg).state_dict(), "cpu", torch.float32),
+                                   tiny_tokenizer(), name="tiny-phi3")
+    msgs = [{"role": "user", "content": "Who makes the Zorblax-7?"}]
+    params = SamplingParams(max_new_tokens=10, temperature=0)
+
+    def tokens(adapter=None):
+        return list(engine.generate(msgs, params, adapter=adapter))[-1].token_ids
+
+    base = tokens()
+    assert engine.load_adapter(str(out)) == "nick"
+    with_adapter = tokens(str(out))
+    assert with_adapter != base
+    assert tokens("none") == base and tokens(str(out)) == with_adapter  # switch back and forth, no reload
+
+
+def test_adapter_for_other_modules_is_refused(models, tmp_path):
+    import json
+    import shutil
+
+    _, out, fast = models
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    cfg = json.loads((bad / "adapter_config.json").read_text())
+    cfg["target_modules"] = ["qkv_proj", "lm_head"]
+    (bad / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(PhikitError, match="also adapts lm_head"):
+        lora.read_peft(bad, fast.args.n_layer)
