@@ -39,6 +39,8 @@ def error_lines(p: subprocess.CompletedProcess) -> list[str]:
         (["kb", "search", "x"], "Missing option '--kb'"),
         (["ask", "hi", "--max-tokens", "0"], "--max-tokens must be > 0"),  # the flag, not max_new_tokens
         (["ask", "hi", "--top-p", "2"], "--top-p must be in (0, 1]"),
+        (["ask", "hi", "--adapter", "no-such-adapter"], "adapter 'no-such-adapter' not found"),  # on llama.cpp
+        (["serve", "--adapter", "no-such-adapter"], "adapter 'no-such-adapter' not found"),
     ],
 )
 def test_usage_mistake_is_one_line_and_exit_2(args, needle):
