@@ -204,3 +204,15 @@ def test_server_reports_slots_batch_size_and_prefix_hits(engine):
         for name in ("phikit_slots_active", "phikit_slots_waiting", "phikit_batch_size_mean",
                      "phikit_prefix_cache_hit_rate", "phikit_queue_waiting"):
             assert name in text
+
+
+def test_a_failing_sequence_gets_its_error_and_the_next_one_works(engine):
+    b = engine.batcher
+    original = b._sampler
+    b._sampler = lambda seq: (_ for _ in ()).throw(ValueError("boom"))
+    try:
+        with pytest.raises(ValueError, match="boom"):
+            tokens(engine, ids_of(engine, QUESTIONS[0]))
+    finally:
+        b._sampler = original
+    assert len(tokens(engine, ids_of(engine, QUESTIONS[0]), SamplingParams(temperature=0, max_new_tokens=3))) == 3

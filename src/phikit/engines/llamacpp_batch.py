@@ -209,14 +209,28 @@ class LlamaBatcher:
                         self._thread = None
                         return
                     self._cv.wait(0.5)
-            self._leave()
-            self._join()
-            plan = self._plan()
-            if plan:
-                self._decode(plan)
-            else:
-                with self._cv:  # everyone waits for something else (e.g. only closed consumers): let them go
-                    self._cv.wait(0.01)
+            try:
+                self._leave()
+                self._join()
+                plan = self._plan()
+                if plan:
+                    self._decode(plan)
+                else:
+                    with self._cv:  # nothing to feed (only closed consumers): wait for a change
+                        self._cv.wait(0.01)
+            except Exception as exc:  # noqa: BLE001 - a bug must reach every waiting request, not hang them
+                self._fail_all(exc)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        """End every sequence with ``exc`` and clear the slots (their KV may be half written)."""
+        for seq in [s for s in self._slots if s is not None]:
+            self._finish(seq, exc)
+        with self._cv:
+            waiting, self._waiting = self._waiting, []
+        for seq in waiting:
+            seq.out.put(exc)
+        self._lc.llama_memory_clear(self.ctx.memory, True)
+        self._cached = [[] for _ in range(self.n_slots)]
 
     def _finish(self, seq: _Seq, item: Any = _END) -> None:
         if seq.slot >= 0:
@@ -246,12 +260,16 @@ class LlamaBatcher:
                     self.stats.waiting = len(self._waiting)
                     break
                 seq = self._waiting.pop(0)
+            try:  # this request's own parameters (e.g. a logits processor) may fail: it alone gets the error
+                seq.sampler = self._sampler(seq)
+            except Exception as exc:  # noqa: BLE001
+                seq.out.put(exc)
+                continue
             slot, reuse = self._pick_slot(seq, free)
             self._lc.llama_memory_seq_rm(mem, slot, reuse, -1)
             self._cached[slot] = seq.prompt[:reuse]
             self._slot_group[slot] = seq.group
             seq.slot, seq.pos, seq.reused, seq.todo = slot, reuse, reuse, seq.prompt[reuse:]
-            seq.sampler = self._sampler(seq)
             self._slots[slot] = seq
             self.stats.prompt_tokens += len(seq.prompt)
             self.stats.reused_tokens += reuse
