@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ALL = ("onnx-fp32", "onnx-int4", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m", "gguf-q4_1")
+ALL = ("onnx-fp32", "gguf-f16", "onnx-int4", "gguf-q4_k_m", "gguf-q4_1", "gguf-q8_0")
 
 
 def size_mb(path: Path) -> float:
@@ -86,11 +86,12 @@ def main() -> None:
         print(f"== {name}", file=sys.stderr, flush=True)
         rows.append(run_one(name, args))
         print(table(rows[-1:]), file=sys.stderr, flush=True)
-    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    doc = {"device": f"CPU {platform.machine()}, {os.cpu_count()} cores", "versions": environment(), "tokens": args.tokens,
-           "uptime_at_end": load, "results": rows}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+        load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        doc = {"device": f"CPU {platform.machine()}, {os.cpu_count()} cores", "versions": environment(),
+               "tokens": args.tokens, "threads": os.environ.get("PHIKIT_THREADS"), "uptime_at_end": load,
+               "results": rows}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")  # after each artifact: a partial run keeps its rows
     print(table(rows))
     print(f"\n{doc['device']} · {load}")
 
