@@ -69,6 +69,7 @@ class OnnxEngine(HFTokenizerEngine):
         self.model_name = ref.name
         self.context_length = int(cfg.get("context_length") or 4096)
         self.logits_width = int(cfg.get("vocab_size") or len(self.tokenizer))  # logits are [V] of this V
+        self.vocab_size = self.logits_width  # token ids are below this (phikit bench draws random prompts)
         tok = self.tokenizer
         self.chat_template = getattr(tok, "chat_template", None)
         self.special_tokens = {"bos_token": tok.bos_token or "", "eos_token": tok.eos_token or ""}
