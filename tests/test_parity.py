@@ -175,10 +175,9 @@ def test_cli_errors_are_one_line(args, message, tmp_path):
 
 
 def test_manifest_beside_a_gguf_export(tmp_path):
-    from test_export import write_q4_1
-
     from phikit.artifacts import export_gguf
     from phikit.cache import file_sha256
+    from test_export import write_q4_1
 
     src = tmp_path / "src" / "tiny.gguf"
     src.parent.mkdir()
