@@ -9,7 +9,7 @@ from pathlib import Path
 import grimp
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "phikit"
-MAX_LINES = 500  # the brief asks for ~400
+MAX_LINES = 430  # the brief asks for ~400
 
 
 def _unit(module: str) -> str:

@@ -14,8 +14,8 @@ from pathlib import Path
 from ..errors import BadRequestError, PhikitError
 from ..models import ModelRef
 from .base import SamplingParams
-from .llamacpp_batch import BatchedSlots
 from .llamacpp_lora import LlamaCppAdapters
+from .llamacpp_slots import BatchedSlots
 from .local import LocalEngine
 
 DEFAULT_CONTEXT = 4096  # when the file does not say its trained context

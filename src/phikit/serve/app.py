@@ -70,7 +70,7 @@ def create_app(
         limits: request size and count limits (:class:`~phikit.serve.limits.ServerLimits`).
         parallel: requests generated at once. On llama.cpp, more than 1 turns on continuous batching (slots
             decoded together, prefix reuse: :mod:`phikit.engines.llamacpp_batch`); None takes the machine's
-            default there (:func:`~phikit.engines.llamacpp_batch.default_slots`), 1 runs one generation at a
+            default there (:func:`~phikit.engines.llamacpp_slots.default_slots`), 1 runs one generation at a
             time. Other in-process backends run one at a time; a remote engine its own concurrency.
 
     Returns:
