@@ -78,6 +78,7 @@ def test_engine_switches_adapters_per_request(models):
     with_adapter = tokens(str(out))
     assert with_adapter != base
     assert tokens("none") == base and tokens(str(out)) == with_adapter  # switch back and forth, no reload
+    assert tokens("nick") == with_adapter  # the name it loaded under, though "nick" is not registered
 
 
 def test_adapter_for_other_modules_is_refused(models, tmp_path):

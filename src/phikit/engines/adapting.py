@@ -89,7 +89,21 @@ class AdapterSwitch:
         """
         if adapter == "none":
             return None
-        return self.load_adapter(adapter) if adapter else self.default_adapter()
+        if not adapter:
+            return self.default_adapter()
+        try:
+            return self.load_adapter(adapter)
+        except PhikitError:
+            if adapter in self.loaded_adapters():  # a name this engine loaded from an unregistered directory
+                return adapter
+            raise
+
+    def loaded_adapters(self) -> set[str]:
+        """Names of the adapters this engine has loaded (``load_adapter``'s return values)."""
+        loaded = getattr(self, "adapters", None)
+        if loaded is None and getattr(self, "loras", None) is not None:
+            loaded = self.loras.loaded
+        return set(loaded or ())
 
     def activate(self, name: str | None) -> None:
         raise NotImplementedError
