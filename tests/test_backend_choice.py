@@ -68,3 +68,14 @@ def test_bad_attn_flag_is_one_line_and_exit_2():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip() == "error: unknown attention 'fastest'; use one of auto, flash, sdpa, eager"
+
+
+def test_adapter_none_is_the_base_on_backends_without_adapters(tmp_path):
+    """adapter="none" (the base model) loads on any backend; a real adapter on one without adapters is refused."""
+    from phikit.engines import load_engine
+
+    ref = ModelRef(name="m", source=str(tmp_path), format="onnx")
+    with pytest.raises(BadRequestError, match="the onnx backend needs a directory"):  # got past the options check
+        load_engine(ref, "onnx", adapter="none")
+    with pytest.raises(BadRequestError, match="does not take the option"):
+        load_engine(ref, "onnx", adapter="zorblax")

@@ -48,6 +48,8 @@ def load_engine(ref: ModelRef, backend: str = "auto", **opts) -> Engine:
     else:
         raise BadRequestError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     opts = {k: v for k, v in opts.items() if v is not None}
+    if opts.get("adapter") == "none" and "adapter" not in inspect.signature(cls).parameters:
+        del opts["adapter"]  # "none" is the base model, which a backend without adapters always gives
     unknown = sorted(set(opts) - set(inspect.signature(cls).parameters))
     if unknown:
         raise BadRequestError(f"backend {backend!r} does not take the option(s) {', '.join(unknown)}")
