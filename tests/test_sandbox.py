@@ -104,7 +104,9 @@ def test_a_tool_holding_the_gil_is_killed_at_its_timeout_and_the_caller_stays_re
     assert err.value.status == "timeout" and "timed out" in str(err.value)
     assert time.monotonic() - t0 < 3.0
     gaps = [b - a for a, b in zip(ticks, ticks[1:])]
-    assert max(gaps) < 0.2  # the GIL was never held by the tool
+    # In-process, the tool would hold the GIL for its whole 1 s timeout; isolated, the ticker's worst gap is
+    # scheduling noise (0.46 s once, forking on a 2-core machine at load 9), well under that.
+    assert max(gaps) < 0.6
 
 
 @pytest.mark.parametrize("which", ["fresh", "fork"])
