@@ -2,7 +2,8 @@
 
 Same interface and events as the other local backends (streaming, stop strings, cancellation, logits
 processors, messages rendered by the chat template and tokenized as data): only ``token_steps`` differs.
-One generation runs at a time per engine (the KV cache is the model's); a second waits for the first.
+One generation runs at a time per engine (the KV cache is the model's) until :meth:`FastEngine.enable_batching`
+(``phikit serve --parallel``) switches ``token_steps`` to slots decoded together (:mod:`.slots`).
 LoRA adapters are applied unmerged (:mod:`.lora`), chosen per request as on the other backends.
 """
 
@@ -23,8 +24,12 @@ from ..local import HFTokenizerEngine
 from . import lora
 from .generate import DecodeGraphs, bucket, compile_ops, prefill, uncompile_ops
 from .model import ModelArgs, Transformer
+from .slots import FastBatcher
 
 PRECISIONS = ("auto", "bf16", "int4", "nf4")
+DEFAULT_SLOT_LEN = 8192  # positions per batching slot unless asked (Phi-4-mini: ~1.1 GB of bf16 KV per slot)
+MAX_DEFAULT_SLOTS = 32
+KV_SHARE = 0.5  # the slots' KV cache may take at most this share of free GPU memory
 NEEDS_CUDA = "the fast backend needs CUDA (no CUDA device here); use --backend transformers or llamacpp"
 
 
@@ -192,20 +197,55 @@ class FastEngine(AdapterSwitch, HFTokenizerEngine):
         events = super().generate(messages, params, tools=tools)
         return self.through(name, events) if self.adapters else events
 
-    def _use_adapter(self) -> None:
-        name = getattr(self._wanted, "name", None)
+    def _apply(self, name: str | None) -> None:
+        """Put adapter ``name``'s weights (None: zeros, the base) into the LoRA buffers; caller holds the lock."""
         if name != self._applied and self.adapters:
             lora.apply(self.model, self.adapters[name][1] if name else None)
             self._applied = name
 
+    batcher: FastBatcher | None = None
+    max_concurrency = 1  # what the server's worker may run at once (serve/app.py reads it)
+
+    def enable_batching(self, n_slots: int | None = None, cache_len: int | None = None) -> int:
+        """Decode up to ``n_slots`` requests together from now on; returns the number of slots.
+
+        Args:
+            n_slots: slots (None: as many as fit :data:`KV_SHARE` of free GPU memory, at most
+                :data:`MAX_DEFAULT_SLOTS`).
+            cache_len: positions per slot (None: the context window, at most :data:`DEFAULT_SLOT_LEN`).
+
+        Raises:
+            BadRequestError: ``n_slots`` < 1.
+        """
+        if self.batcher is not None:
+            return self.batcher.n_slots
+        if n_slots is not None and (not isinstance(n_slots, int) or n_slots < 1):
+            raise BadRequestError(f"--parallel must be at least 1, got {n_slots!r}")
+        cache_len = cache_len or min(self.context_length, DEFAULT_SLOT_LEN)
+        if n_slots is None:
+            a = self.model.args
+            per_slot = 2 * a.n_layer * a.n_kv_head * a.head_dim * self.model.dtype.itemsize * cache_len
+            free = torch.cuda.mem_get_info()[0] if self.model.device.type == "cuda" else 8 * per_slot
+            n_slots = max(1, min(MAX_DEFAULT_SLOTS, int(free * KV_SHARE) // per_slot))
+        self.batcher = FastBatcher(self.model, self.graphs, n_slots=n_slots, cache_len=cache_len, lock=self._lock,
+                                   eos_ids=self.eos_ids, on_group=self._apply)
+        self.max_concurrency = self.batcher.n_slots
+        return self.batcher.n_slots
+
     def token_steps(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
-        """Yield one token id per step: prefill, then one graph replay per token; sampling on the GPU."""
+        """Yield one token id per step: prefill, then one graph replay per token; sampling on the GPU.
+
+        With batching on, the request joins the batcher's slots in this thread's adapter group instead.
+        """
+        if self.batcher is not None:
+            yield from self.batcher.submit(prompt_ids, params, group=getattr(self._wanted, "name", None))
+            return
         # the same logits processors, repetition penalty and warpers as the transformers backend, on the GPU
         from ..transformers import sample
 
         dev = self.model.device
         with self._lock:
-            self._use_adapter()
+            self._apply(getattr(self._wanted, "name", None))
             t = len(prompt_ids)
             kv_len = bucket(t + params.max_new_tokens, self.context_length)
             self.model.setup_caches(1, kv_len)

@@ -27,14 +27,16 @@ def bucket(n: int, limit: int | None = None) -> int:
 
 
 @torch.inference_mode()
-def prefill(model: Transformer, idx: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
-    # idx: [B, T]; input_pos: [T] (0..T-1) -> logits of the last position [B, V] (fp32); fills cache [0, T)
-    return model(idx, input_pos)[:, -1].float()
+def prefill(model: Transformer, idx: torch.Tensor, input_pos: torch.Tensor, slot: int = 0, start: int = 0) -> torch.Tensor:
+    # idx: [B, T]; input_pos: [T] (start..start+T-1) -> logits of the last position [B, V] (fp32);
+    # fills cache rows slot..slot+B-1 at [start, start+T), reusing what the rows hold in [0, start)
+    return model(idx, input_pos, slot=slot, start=start)[:, -1].float()
 
 
 @torch.inference_mode()
 def decode_one_token(model: Transformer, cur_token: torch.Tensor, input_pos: torch.Tensor, kv_len: int) -> torch.Tensor:
-    # cur_token: [B, 1]; input_pos: [1] -> logits [B, V] (fp32); writes cache at input_pos, reads [0, kv_len)
+    # cur_token: [B, 1]; input_pos: [B] (each row's position) -> logits [B, V] (fp32);
+    # row i writes cache row i at input_pos[i] and reads its [0, kv_len)
     return model(cur_token, input_pos, kv_len)[:, -1].float()
 
 
@@ -79,13 +81,16 @@ class DecodeGraphs:
         self.graphs: dict[tuple[int, int], tuple] = {}
         self.version = model.cache_version
 
-    def step(self, tokens: torch.Tensor, pos: int, kv_len: int) -> torch.Tensor:
-        """One decode step. tokens: [B, 1] (on the model's device) -> logits [B, V] (fp32).
+    def step(self, tokens: torch.Tensor, pos: int | torch.Tensor, kv_len: int) -> torch.Tensor:
+        """One decode step. tokens: [B, 1] (on the model's device); pos: every row's position (int) or each
+        row's own ([B] tensor) -> logits [B, V] (fp32).
 
         The returned tensor is the graph's static output: read it before the next step.
         """
+        b = tokens.shape[0]
         if not self.enabled:
-            return decode_one_token(self.model, tokens, torch.tensor([pos], device=tokens.device), kv_len)
+            positions = pos if isinstance(pos, torch.Tensor) else torch.full((b,), pos, device=tokens.device)
+            return decode_one_token(self.model, tokens, positions.to(tokens.device), kv_len)
         if self.version != self.model.cache_version:  # the cache was reallocated: old graphs point at freed memory
             self.graphs.clear()
             self.version = self.model.cache_version
@@ -95,7 +100,10 @@ class DecodeGraphs:
         graph, tok, input_pos, logits = self.graphs[key]
         with torch.inference_mode():  # the static buffers are inference tensors
             tok.copy_(tokens)
-            input_pos.fill_(pos)
+            if isinstance(pos, torch.Tensor):
+                input_pos.copy_(pos)
+            else:
+                input_pos.fill_(pos)
             graph.replay()
         return logits
 
@@ -103,12 +111,12 @@ class DecodeGraphs:
     def capture(self, batch: int, kv_len: int) -> tuple:
         """Warm up (runs any compilation) on a side stream, then capture.
 
-        The warm-up steps write the cache at the bucket's last position, which no step reads before writing
-        it itself, so a capture in the middle of a generation leaves the prompt's keys and values intact.
+        The warm-up steps write the cache at its last position, which no step reads before writing it itself
+        (and batched slots never use), so a capture in the middle of a generation leaves the prompts' keys and values intact.
         """
         dev = self.model.device
         tok = torch.zeros(batch, 1, dtype=torch.long, device=dev)
-        input_pos = torch.full((1,), kv_len - 1, dtype=torch.long, device=dev)
+        input_pos = torch.full((batch,), self.model.max_len - 1, dtype=torch.long, device=dev)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):

@@ -171,10 +171,12 @@ class Attention(nn.Module):
         self.v_cache: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, input_pos: torch.Tensor,
-                mask: torch.Tensor | None, ops: Ops = EAGER) -> torch.Tensor:
-        # x: [B, T, C]; cos, sin: [T, R]; input_pos: [T] -> [B, T, C]
-        # mask None: prefill from position 0 (causal attention over the T new tokens);
-        # mask [1, 1, 1, S] (0 / -inf): decode one token (T == 1) over cache positions [0, S).
+                mask: torch.Tensor | None, ops: Ops = EAGER, slot: int = 0, start: int = 0) -> torch.Tensor:
+        # x: [B, T, C] -> [B, T, C].
+        # Prefill (mask None): cos, sin [T, R]; input_pos [T] = start .. start+T-1; rows slot .. slot+B-1 of the
+        #   cache; causal attention over the cached [0, start) and the T new tokens.
+        # Decode (mask [B, 1, 1, S], 0 / -inf): T == 1; cos, sin [B, 1, 1, R]; input_pos [B], each row's own
+        #   position (slots at different lengths); rows 0 .. B-1; attention over cache positions [0, S).
         a = self.args
         b, t, _ = x.shape
         nq, nk = a.n_head * a.head_dim, a.n_kv_head * a.head_dim
@@ -183,13 +185,22 @@ class Attention(nn.Module):
         k = qkv[..., nq: nq + nk].view(b, t, a.n_kv_head, a.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
         v = qkv[..., nq + nk:].view(b, t, a.n_kv_head, a.head_dim).transpose(1, 2)
         q, k = ops.rotate_qk(q, k, cos, sin)
-        self.k_cache[:b].index_copy_(2, input_pos, k)
-        self.v_cache[:b].index_copy_(2, input_pos, v)
         rep = a.n_head // a.n_kv_head
         if mask is None:
+            self.k_cache[slot: slot + b].index_copy_(2, input_pos, k)
+            self.v_cache[slot: slot + b].index_copy_(2, input_pos, v)
+            if start:  # prefix reuse: the first `start` positions' keys and values are already in the slot
+                k, v = self.k_cache[slot: slot + b, :, : start + t], self.v_cache[slot: slot + b, :, : start + t]
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)  # [B, H, T, D]
+            if start:
+                allowed = torch.arange(start + t, device=x.device) <= input_pos[:, None]  # [T, start + T]
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)  # [B, H, T, D]
         else:
+            rows = torch.arange(b, device=x.device)
+            self.k_cache[rows, :, input_pos] = k[:, :, 0]  # [B, Hkv, D] at each row's own position
+            self.v_cache[rows, :, input_pos] = v[:, :, 0]
             # GQA without copying the cache: the `rep` query heads that share a KV head become its query rows.
             qg = q.reshape(b, a.n_kv_head, rep * t, a.head_dim)
             kv_len = mask.shape[-1]
@@ -221,11 +232,11 @@ class Block(nn.Module):
         self.input_layernorm = RMSNorm(args.dim, args.norm_eps)
         self.post_attention_layernorm = RMSNorm(args.dim, args.norm_eps)
 
-    def forward(self, x, cos, sin, input_pos, mask):
+    def forward(self, x, cos, sin, input_pos, mask, slot: int = 0, start: int = 0):
         # x: [B, T, C] -> [B, T, C]; the one-token step (mask given) uses the STEP pieces
         ops = EAGER if mask is None else STEP
         n1, n2 = self.input_layernorm, self.post_attention_layernorm
-        attn = self.self_attn(ops.rms_norm(x, n1.weight, n1.eps), cos, sin, input_pos, mask, ops)
+        attn = self.self_attn(ops.rms_norm(x, n1.weight, n1.eps), cos, sin, input_pos, mask, ops, slot, start)
         h, normed = ops.add_rms_norm(x, attn, n2.weight, n2.eps)
         return h + self.mlp(normed, ops)
 
@@ -297,16 +308,25 @@ class Transformer(nn.Module):
         return F.linear(h, self.model.embed_tokens.weight) if self.lm_head is None else self.lm_head(h)
 
     def forward(self, idx: torch.Tensor, input_pos: torch.Tensor, kv_len: int | None = None,
-                last_only: bool = True) -> torch.Tensor:
-        # idx: [B, T]; input_pos: [T] -> logits [B, 1, V] (last position) or [B, T, V]
+                last_only: bool = True, slot: int = 0, start: int = 0) -> torch.Tensor:
+        """Logits for ``idx``, writing its keys and values into the cache.
+
+        Prefill (``kv_len`` None): idx [B, T] at positions ``input_pos`` [T] (= start .. start+T-1) into cache
+        rows ``slot`` .. ``slot``+B-1; ``start`` > 0 reuses the row's cached first ``start`` positions.
+        One-token step (``kv_len`` given): idx [B, 1], ``input_pos`` [B] (each row's position), cache rows
+        0 .. B-1, attention over cache positions [0, kv_len).
+        Returns logits [B, 1, V] (last position) or [B, T, V] (``last_only`` False).
+        """
         t = idx.shape[1]
-        long_prefill = kv_len is None and t > self.args.original_max_position
-        rope = (self.long_rope if long_prefill else self.step_rope)[:, input_pos]  # [2, T, R]
+        long_prefill = kv_len is None and start + t > self.args.original_max_position
+        rope = (self.long_rope if long_prefill else self.step_rope)[:, input_pos]  # [2, T, R] or [2, B, R]
         mask = None
-        if kv_len is not None:  # one-token step: attend to cache positions <= the current one (additive mask)
-            future = torch.arange(kv_len, device=idx.device) > input_pos[-1]
-            mask = torch.zeros(1, 1, 1, kv_len, dtype=self.dtype, device=idx.device).masked_fill(future, float("-inf"))
+        if kv_len is not None:  # one-token step: each row attends to cache positions <= its own (additive mask)
+            future = torch.arange(kv_len, device=idx.device) > input_pos[:, None]  # [B, S]
+            mask = torch.zeros(idx.shape[0], 1, 1, kv_len, dtype=self.dtype, device=idx.device)
+            mask = mask.masked_fill(future[:, None, None, :], float("-inf"))
+            rope = rope[:, :, None, None, :]  # [2, B, 1, 1, R]: broadcast over heads and the one position
         x = self.model.embed_tokens(idx)
         for layer in self.model.layers:
-            x = layer(x, rope[0], rope[1], input_pos, mask)
+            x = layer(x, rope[0], rope[1], input_pos, mask, slot, start)
         return self.logits(x[:, -1:] if last_only else x)

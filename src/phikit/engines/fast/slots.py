@@ -1,0 +1,171 @@
+"""Continuous batching on the fast GPU path: slots in the model's static KV cache, each at its own position.
+
+Cache row ``i`` is slot ``i``. Each scheduler step (:class:`phikit.engines.batching.SlotScheduler` runs the
+loop, frees finished slots and seats waiting requests):
+
+1. **Prefill** newly seated sequences one at a time into their own row, up to a token budget per step (so
+   a burst of arrivals does not stall the running ones for long). A sequence seated in a slot whose cached
+   prompt shares a prefix with its own keeps those positions' keys and values and prefills only the rest
+   (prefix reuse; it attends to the cached prefix exactly as a cold prefill would). Its first token is
+   sampled from the prefill's logits.
+2. **Decode** one token for every running sequence of one adapter group in one captured CUDA graph: the
+   graph for ``(batch bucket, cache-length bucket)`` covers rows ``0 .. B-1`` (B the next power of two over
+   the highest running slot), each row at its own position (``input_pos`` [B]); rows with nothing to decode
+   write to the cache's last position, which no slot uses, and their logits are ignored.
+3. **Sample** greedy rows with one ``argmax`` over the batch; rows with temperature, a repetition penalty or
+   logits processors (JSON-schema constraints) go through the transformers backend's ``sample``, each with its
+   own parameters and seeded generator.
+
+LoRA adapters are buffers of the model (:mod:`.lora`), so a step decodes one adapter group; groups take
+turns. Prefix reuse is skipped for prompts past LongRoPE's switch (``original_max_position``): a cold
+prefill that long uses the long factors at every position, a cached short prefix does not.
+Ideas from vLLM (continuous batching, per-sequence positions, CUDA graphs per batch size) and gpt-fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+
+import torch
+
+from ..base import SamplingParams
+from ..batching import Seq, SlotScheduler
+from . import generate as gen
+from .model import Transformer
+
+PREFILL_TOKENS = 2048  # prompt tokens prefilled per step at most (at least one whole prompt)
+
+
+def batch_bucket(n: int, limit: int) -> int:
+    """The batch size a step runs at for ``n`` rows: the next power of two, at most ``limit``."""
+    return min(limit, 1 << max(0, n - 1).bit_length())
+
+
+def plain_greedy(p: SamplingParams) -> bool:
+    """True when a row's next token is simply the argmax of its logits."""
+    return p.greedy and not p.logits_processors and p.repetition_penalty == 1.0
+
+
+class FastBatcher(SlotScheduler):
+    """Slots on one fast-path model, decoded together; thread-safe :meth:`submit`.
+
+    Args:
+        model: the engine's :class:`~.model.Transformer` (its cache is resized to ``n_slots`` rows).
+        graphs: the engine's :class:`~.generate.DecodeGraphs` (captures one graph per batch/length bucket).
+        n_slots: sequences decoded at once.
+        cache_len: positions per row; a slot holds ``cache_len - 1`` tokens (the last is idle rows' scratch).
+        lock: held during each step (the engine's: a step and an adapter switch never overlap).
+        eos_ids: token ids that end a sequence.
+        prefix_cache: reuse a slot's cached prompt prefix.
+        on_group: ``(group)`` called before each prefill and step: puts the group's adapter in place.
+    """
+
+    def __init__(self, model: Transformer, graphs: gen.DecodeGraphs, *, n_slots: int, cache_len: int, lock,
+                 eos_ids: set[int] = frozenset(), prefix_cache: bool = True,
+                 on_group: Callable[[Hashable], None] | None = None):
+        super().__init__(n_slots, prefix_cache=prefix_cache, eos_ids=eos_ids)
+        self.model, self.graphs, self.lock, self.on_group = model, graphs, lock, on_group
+        self.cache_len, self.slot_ctx = cache_len, cache_len - 1
+        if model.args.long_factor is not None:
+            self.reuse_limit = model.args.original_max_position
+        self._turn = 0
+        with lock:
+            model.setup_caches(self.n_slots, cache_len)
+            self._cache_version = model.cache_version
+
+    def _reset(self) -> None:
+        pass  # stale KV is overwritten before it is read; reuse trusts only ``_cached`` (cleared by the caller)
+
+    def _use_group(self, group: Hashable) -> None:
+        if self.on_group is not None:  # the engine's switch is a no-op when the group's adapter is in place
+            self.on_group(group)
+
+    def _step(self) -> bool:
+        with self.lock:
+            if self.model.cache_version != self._cache_version:  # reallocated by another user: the KV is gone
+                self.model.setup_caches(self.n_slots, self.cache_len)
+                self._cached = [[] for _ in range(self.n_slots)]
+                self._cache_version = self.model.cache_version
+            joined = self._join()
+            decoded = self._decode()
+        return joined or decoded
+
+    def _join(self) -> bool:
+        budget, joined = PREFILL_TOKENS, False
+        while budget > 0 and (nxt := self._next_waiting()) is not None:
+            seq, free = nxt
+            if len(seq.prompt) + 1 > self.slot_ctx:
+                seq.out.put(ValueError(f"the prompt ({len(seq.prompt)} tokens) does not fit a slot's "
+                                       f"{self.slot_ctx}-token context window"))
+                continue
+            slot = self._take_slot(seq, free)
+            start, todo = seq.pos, seq.todo
+            try:
+                if seq.params.seed is not None and not seq.params.greedy:
+                    seq.sampler = torch.Generator(device=self.model.device).manual_seed(seq.params.seed)
+                self._use_group(seq.group)
+                dev = self.model.device
+                logits = gen.prefill(self.model, torch.tensor([todo], device=dev),
+                                     torch.arange(start, start + len(todo), device=dev), slot=slot, start=start)[0]
+            except Exception as exc:  # noqa: BLE001 - this request's error; the slot's KV is now unknown
+                self._cached[slot] = []
+                self._finish(seq, exc)
+                continue
+            short = self.reuse_limit is None or len(seq.prompt) <= self.reuse_limit
+            self._cached[slot] = list(seq.prompt) if short else []
+            seq.pos = len(seq.prompt)
+            self._count_step(len(todo), 1)
+            budget -= len(todo)
+            joined = True
+            self._sample([seq], logits[None])
+        return joined
+
+    def _decode(self) -> bool:
+        running = [s for s in self._slots if s is not None and s.todo and not s.gone()]
+        if not running:
+            return False
+        groups = list(dict.fromkeys(s.group for s in running))
+        group = groups[self._turn % len(groups)]
+        self._turn += 1
+        mine = []
+        for seq in (s for s in running if s.group == group):
+            if seq.pos >= self.slot_ctx:
+                self._finish(seq, RuntimeError(f"slot {seq.slot}'s context window of {self.slot_ctx} tokens is full"))
+            else:
+                mine.append(seq)
+        if not mine:
+            return True
+        try:
+            self._use_group(group)
+        except Exception as exc:  # noqa: BLE001 - the group's requests get the error; the others go on
+            for seq in mine:
+                self._finish(seq, exc)
+            return True
+        b = batch_bucket(max(s.slot for s in mine) + 1, self.n_slots)
+        kv_len = gen.bucket(max(s.pos for s in mine) + 1, self.cache_len)
+        tokens, positions = [0] * b, [self.cache_len - 1] * b  # idle rows: token 0 at the scratch position
+        for seq in mine:
+            tokens[seq.slot], positions[seq.slot] = seq.todo[0], seq.pos
+        dev = self.model.device
+        logits = self.graphs.step(torch.tensor(tokens, device=dev)[:, None], torch.tensor(positions, device=dev), kv_len)
+        self._count_step(len(mine), len(mine))
+        for seq in mine:
+            seq.pos += 1
+        self._sample(mine, logits[[s.slot for s in mine]])
+        return True
+
+    def _sample(self, seqs: list[Seq], logits: torch.Tensor) -> None:
+        """Pick and emit each sequence's next token. logits: [len(seqs), V] (fp32)."""
+        from ..transformers import sample
+
+        plain = [i for i, s in enumerate(seqs) if plain_greedy(s.params)]
+        picks = dict(zip(plain, logits[plain].argmax(-1).tolist())) if plain else {}
+        for i, seq in enumerate(seqs):
+            if i not in picks:
+                try:  # this request's own logits processors may fail: it alone gets the error
+                    with torch.inference_mode():
+                        picks[i] = sample(logits[i], seq.ids, seq.params, seq.sampler)
+                except Exception as exc:  # noqa: BLE001
+                    self._finish(seq, exc)
+                    continue
+            self._emit(seq, picks[i])
