@@ -70,12 +70,16 @@ def tiny_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
 
 
-def save_random_phi4_mini(path: str | Path, *, device: str = "cpu", seed: int = 0, **overrides) -> Path:
+def save_random_phi4_mini(path: str | Path, *, device: str = "cpu", seed: int = 0, text_only: bool = False,
+                          **overrides) -> Path:
     """Write a random-weight Phi-4-mini-shaped checkpoint (bf16 safetensors + tokenizer) to ``path``.
 
     Args:
         path: target directory.
         device: where to initialise (``cuda`` is much faster for the full 3.8B shape).
+        text_only: zero the (tied) embedding rows of the stand-in tokenizer's special tokens and of the ids it
+            does not have, so greedy output is always decodable text and never ends early — what a serving
+            benchmark that streams text needs. Shapes and cost are unchanged.
         **overrides: config changes, e.g. ``num_hidden_layers=2``.
 
     Returns:
@@ -88,7 +92,14 @@ def save_random_phi4_mini(path: str | Path, *, device: str = "cpu", seed: int = 
     torch.manual_seed(seed)
     with torch.device(device):
         model = Phi3ForCausalLM(phi4_mini_config(**overrides)).to(torch.bfloat16)
+    tok = tiny_tokenizer()
+    if text_only:
+        special = tok.convert_tokens_to_ids(SPECIAL_TOKENS)
+        with torch.no_grad():
+            for w in {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.lm_head)}.values():
+                w[len(tok):] = 0
+                w[special] = 0
     model.save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
+    tok.save_pretrained(path)
     del model
     return path

@@ -63,8 +63,11 @@ def random_checkpoint(path: Path, dev: str, tiny: bool) -> ModelRef:
     return ModelRef("phi4-mini-random-tiny" if tiny else "phi4-mini-random", str(path), "hf")
 
 
-def load(backend: str, precision: str, ref: ModelRef, *, dev: str, n_ctx: int, max_batch: int) -> Loaded:
+def load(backend: str, precision: str, ref: ModelRef, *, dev: str, n_ctx: int, max_batch: int,
+         fast_compile: str = "ops") -> Loaded:
     """Load ``ref`` on ``backend`` at ``precision`` (``auto``: the backend's own) and time the load.
+
+    ``fast_compile``: what the fast backend compiles (``ops`` | ``step`` | ``none``, :class:`FastEngine`).
 
     Raises:
         Skip: the backend cannot run this model here.
@@ -78,7 +81,8 @@ def load(backend: str, precision: str, ref: ModelRef, *, dev: str, n_ctx: int, m
         ref = ModelRef(f"{ref.name} (onnx fp32)", str(cached_onnx(ref.source)), "onnx")
         notes.append("phikit's cached fp32 ONNX export")
     t0 = time.perf_counter()
-    loaded = fn(ref, precision, dev, n_ctx, max_batch)
+    loaded = _fast(ref, precision, dev, n_ctx, max_batch, fast_compile) if backend == "fast" else \
+        fn(ref, precision, dev, n_ctx, max_batch)
     loaded.load_s = round(time.perf_counter() - t0, 2)
     loaded.notes += notes
     return loaded
@@ -105,7 +109,7 @@ def _transformers(ref: ModelRef, precision: str, dev: str, n_ctx: int, max_batch
                   round(eng.weight_bytes / 1e9, 2), cell, close)
 
 
-def _fast(ref: ModelRef, precision: str, dev: str, n_ctx: int, max_batch: int) -> Loaded:
+def _fast(ref: ModelRef, precision: str, dev: str, n_ctx: int, max_batch: int, compile: str = "ops") -> Loaded:
     precision = "bf16" if precision == "auto" else precision
     if ref.is_gguf or ref.format != "hf":
         raise Skip(f"needs a Phi-3-family safetensors checkpoint (Phi-4-mini); {ref.name} is {ref.format}")
@@ -120,8 +124,10 @@ def _fast(ref: ModelRef, precision: str, dev: str, n_ctx: int, max_batch: int) -
 
     notes = []
     if dev == "cuda":
-        eng = FastEngine(ref, precision=precision)  # loads, quantizes, compiles and captures the first graph
+        eng = FastEngine(ref, precision=precision, compile=compile)  # loads, quantizes, compiles, captures
         model, graphs = eng.model, eng.graphs
+        if compile != "ops":
+            notes.append({"step": "the whole one-token step compiled", "none": "nothing compiled"}[compile])
     else:
         if precision != "bf16":
             raise Skip(f"{precision} on the fast backend needs CUDA")
@@ -145,7 +151,8 @@ def _fast(ref: ModelRef, precision: str, dev: str, n_ctx: int, max_batch: int) -
             layer.self_attn.k_cache = layer.self_attn.v_cache = None
         model = graphs = None
 
-    return Loaded(f"fast-{precision}", "fast", precision, dev, 0.0, round(weights / 1e9, 2), cell, close,
+    label = f"fast-{precision}" + ("" if compile == "ops" or dev != "cuda" else f"-{compile}")
+    return Loaded(label, "fast", precision, dev, 0.0, round(weights / 1e9, 2), cell, close,
                   notes=notes)
 
 

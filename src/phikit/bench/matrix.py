@@ -46,9 +46,12 @@ class Spec:
     cpu_price_per_hour: float | None = None
     prompt_tokens: int = 512
     answer_tokens: int = 128
+    fast_compile: str = "ops"
 
     def check(self) -> None:
         """Raises BadRequestError naming the first bad setting."""
+        if self.fast_compile not in ("ops", "step", "none"):
+            raise BadRequestError(f"unknown --fast-compile {self.fast_compile!r}; use ops, step or none")
         bad = [b for b in self.backends if b not in BACKENDS]
         if bad:
             raise BadRequestError(f"unknown backend {bad[0]!r} in --backends; use some of {', '.join(BACKENDS)}")
@@ -194,7 +197,8 @@ def _run_backend(report: dict, spec: Spec, backend: str, precision: str, ref, de
     reset_peak(row_dev)
     progress(f"loading {label}", 0)
     try:
-        loaded = load(backend, precision, ref, dev=row_dev, n_ctx=n_ctx, max_batch=max(spec.batches))
+        loaded = load(backend, precision, ref, dev=row_dev, n_ctx=n_ctx, max_batch=max(spec.batches),
+                      fast_compile=spec.fast_compile)
     except Skip as exc:
         report["skipped"][label] = str(exc)
         progress(f"{label}: skipped", cells)

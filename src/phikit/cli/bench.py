@@ -32,6 +32,7 @@ def bench(
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write bench.json, bench.md and bench.png into this folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of the Markdown tables.")] = False,
     stream: Annotated[bool, typer.Option("--stream", help="Instead of the matrix: each backend's chat answer through the event stream users see, and a fresh `phikit ask` process's start to first token.")] = False,
+    fast_compile: Annotated[str, typer.Option("--fast-compile", help="What the fast backend compiles: ops (the elementwise pieces; default), step (the whole one-token step: faster decode, ~50 s compile per batch/length bucket) or none.")] = "ops",
     redraw: Annotated[Optional[str], typer.Option("--redraw", help="Measure nothing: write the tables and plot of an earlier run's bench.json (or bench.partial.json) into --out.")] = None,
 ) -> None:
     """Backends side by side: TTFT, decode tok/s per batch and prompt length, memory, load time, ratios to HF
@@ -56,7 +57,7 @@ def bench(
                 prompt_lengths=parse_ints(prompt_lengths or d["prompt_lengths"], "--prompt-lengths"),
                 max_tokens=d["max_tokens"] if max_tokens is None else max_tokens,
                 runs=d["runs"] if runs is None else runs, gpu_price_per_hour=gpu_price, cpu_price_per_hour=cpu_price,
-                prompt_tokens=prompt_tokens, answer_tokens=answer_tokens)
+                prompt_tokens=prompt_tokens, answer_tokens=answer_tokens, fast_compile=fast_compile)
     spec.check()  # before the progress bar: a bad flag is one line
     report = _run_with_progress(spec, (lambda r: save_partial(r, out)) if out else None)
 

@@ -251,7 +251,7 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
     """
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+    from transformers import PrinterCallback, TrainingArguments, set_seed
     from transformers.utils import logging as hf_logging
 
     from ..engines.transformers import TransformersEngine
@@ -299,8 +299,10 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
         from .packing import collate_groups, group_by_tokens, trainer_class
 
         train_rows, collate, trainer_cls, per_step = group_by_tokens(train_rows, cfg.pack_tokens), collate_groups, trainer_class(), 1
-    else:
-        collate, trainer_cls, per_step = data_mod.pack, Trainer, cfg.batch_size
+    else:  # the same loss (logits only where there is a target), over `batch_size` examples packed in one row
+        from .packing import trainer_class
+
+        collate, trainer_cls, per_step = data_mod.pack, trainer_class(), cfg.batch_size
     steps_per_epoch = math.ceil(len(train_rows) / (per_step * cfg.grad_accum))
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.epochs)
     args = TrainingArguments(

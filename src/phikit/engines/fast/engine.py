@@ -22,7 +22,7 @@ from ..adapting import AdapterSwitch
 from ..base import SamplingParams
 from ..local import HFTokenizerEngine
 from . import lora
-from .generate import DecodeGraphs, bucket, compile_ops, prefill, uncompile_ops
+from .generate import DecodeGraphs, bucket, compile_ops, compile_step, prefill, uncompile_ops
 from .model import ModelArgs, Transformer
 from .slots import FastBatcher
 
@@ -87,7 +87,9 @@ class FastEngine(AdapterSwitch, HFTokenizerEngine):
     Args:
         ref: a resolved ``hf`` checkpoint (safetensors + config + tokenizer).
         precision: ``auto`` (= ``bf16``) | ``bf16`` | ``int4`` (torchao) | ``nf4`` (bitsandbytes).
-        compile: fuse the elementwise pieces with ``torch.compile`` (falls back to eager if that fails).
+        compile: ``True``/``"ops"``: fuse the elementwise pieces with ``torch.compile`` (falls back to eager if
+            that fails); ``"step"``: compile the whole one-token step (:func:`.generate.compile_step`: faster
+            decode, tens of seconds of compiling per batch/length bucket; process-wide); ``False``/``"none"``.
         adapter: a LoRA adapter (registered name or PEFT directory) every request gets unless it names
             another; adapters are applied unmerged over the bf16, int4 or nf4 base (:mod:`.lora`).
 
@@ -98,9 +100,12 @@ class FastEngine(AdapterSwitch, HFTokenizerEngine):
 
     name = "fast"
 
-    def __init__(self, ref: ModelRef, *, precision: str = "auto", compile: bool = True, adapter: str | None = None):
+    def __init__(self, ref: ModelRef, *, precision: str = "auto", compile: bool | str = True,
+                 adapter: str | None = None):
         if not torch.cuda.is_available():
             raise PhikitError(NEEDS_CUDA)
+        if compile not in (True, False, "ops", "step", "none"):
+            raise BadRequestError(f"unknown compile mode {compile!r} for the fast backend; use ops, step or none")
         if precision not in PRECISIONS:
             raise BadRequestError(f"unknown precision {precision!r} for the fast backend; use one of {', '.join(PRECISIONS)}")
         if ref.is_gguf:
@@ -132,13 +137,17 @@ class FastEngine(AdapterSwitch, HFTokenizerEngine):
         self.use_registry = False  # only adapters given explicitly
         return self
 
-    def _setup(self, model: Transformer, tokenizer, name: str, eos: set[int], *, compile: bool) -> None:
+    def _setup(self, model: Transformer, tokenizer, name: str, eos: set[int], *, compile: bool | str) -> None:
         self.model, self.tokenizer, self.model_name = model, tokenizer, name
         self.context_length = model.args.max_position
         self.chat_template = getattr(tokenizer, "chat_template", None)
         self.special_tokens = {"bos_token": tokenizer.bos_token or "", "eos_token": tokenizer.eos_token or ""}
         self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
-        self.compiled = compile and model.device.type == "cuda" and compile_ops()
+        mode = {True: "ops", False: "none"}.get(compile, compile)
+        on_gpu = model.device.type == "cuda"
+        if mode == "step" and on_gpu:
+            compile_step()
+        self.compiled = on_gpu and (mode == "step" or (mode == "ops" and compile_ops()))
         self.graphs = DecodeGraphs(model)
         self._lock = threading.Lock()
         self.adapters: dict[str, tuple[str, dict]] = {}  # name -> (directory, LoRA weights on the CPU)
@@ -229,6 +238,7 @@ class FastEngine(AdapterSwitch, HFTokenizerEngine):
             n_slots = max(1, min(MAX_DEFAULT_SLOTS, int(free * KV_SHARE) // per_slot))
         self.batcher = FastBatcher(self.model, self.graphs, n_slots=n_slots, cache_len=cache_len, lock=self._lock,
                                    eos_ids=self.eos_ids, on_group=self._apply)
+        self.batcher.warm()
         self.max_concurrency = self.batcher.n_slots
         return self.batcher.n_slots
 

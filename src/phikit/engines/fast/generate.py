@@ -40,6 +40,26 @@ def decode_one_token(model: Transformer, cur_token: torch.Tensor, input_pos: tor
     return model(cur_token, input_pos, kv_len)[:, -1].float()
 
 
+def _step(model: Transformer, cur_token: torch.Tensor, input_pos: torch.Tensor, kv_len: int) -> torch.Tensor:
+    return model(cur_token, input_pos, kv_len)[:, -1].float()
+
+
+STEP = {"fn": _step}  # what a graph captures: the eager step, or the whole step compiled (compile_step)
+
+
+def compile_step() -> None:
+    """Capture the whole one-token step ``torch.compile``'d (inductor fuses the cache writes, rotary, norms and
+    attention's small kernels; the matmuls stay cuBLAS), as gpt-fast compiles ``decode_one_token``.
+
+    One compile per (batch, cache-length bucket), so the first request of each bucket waits for it (tens of
+    seconds): the slower start is the price of the faster step (bench/fast_compile_step.py measures both).
+    """
+    import torch._dynamo.config as dynamo_config
+
+    dynamo_config.cache_size_limit = max(dynamo_config.cache_size_limit, 64)
+    STEP["fn"] = torch.compile(_step, fullgraph=True, dynamic=False)
+
+
 def compile_ops() -> bool:
     """Use ``torch.compile``'d elementwise pieces in the one-token step (CUDA only; inductor + Triton).
 
@@ -64,8 +84,9 @@ def compile_ops() -> bool:
 
 
 def uncompile_ops() -> None:
-    """Back to the eager elementwise pieces (after a failed warm-up of the compiled ones)."""
+    """Back to the eager elementwise pieces and the eager step (after a failed warm-up of the compiled ones)."""
     model_mod.STEP.__init__()
+    STEP["fn"] = _step
 
 
 class DecodeGraphs:
@@ -119,13 +140,14 @@ class DecodeGraphs:
         input_pos = torch.full((batch,), self.model.max_len - 1, dtype=torch.long, device=dev)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
+        step = STEP["fn"]
         with torch.cuda.stream(stream):
             for _ in range(2):
-                decode_one_token(self.model, tok, input_pos, kv_len)
+                step(self.model, tok, input_pos, kv_len)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()  # its own memory pool: a shared one outlived by its graphs trips an assert
         with torch.cuda.graph(graph):
-            logits = decode_one_token(self.model, tok, input_pos, kv_len)
+            logits = step(self.model, tok, input_pos, kv_len)
         return graph, tok, input_pos, logits
 
 

@@ -73,6 +73,22 @@ class FastBatcher(SlotScheduler):
             model.setup_caches(self.n_slots, cache_len)
             self._cache_version = model.cache_version
 
+    def warm(self) -> None:
+        """Capture the step's graph for every batch bucket at the shortest cache bucket now (compiling the
+        pieces for each batch size), as vLLM captures its graphs at start-up, so the first requests of a
+        busy server do not wait for it. Idle rows only: writes nothing but the scratch position."""
+        if not self.graphs.enabled:
+            return
+        dev, b = self.model.device, 1
+        with self.lock:
+            while True:
+                b = batch_bucket(b, self.n_slots)
+                scratch = torch.full((b,), self.cache_len - 1, device=dev)
+                self.graphs.step(torch.zeros(b, 1, dtype=torch.long, device=dev), scratch, gen.bucket(1, self.cache_len))
+                if b >= self.n_slots:
+                    break
+                b *= 2
+
     def _reset(self) -> None:
         pass  # stale KV is overwritten before it is read; reuse trusts only ``_cached`` (cleared by the caller)
 
