@@ -263,7 +263,8 @@ def _targets(table: dict[str, list[dict]], backend: str) -> list[str]:
             ok = r["tok_s"] >= 5000 and r["itl_p95_ms"] <= 40
             out.append(f"- 32 concurrent clients ≥ 5,000 tok/s aggregate with inter-token p95 ≤ 40 ms: "
                        f"**{r['tok_s']:,.0f} tok/s, ITL p95 {r['itl_p95_ms']:.1f} ms** ({'met' if ok else 'not met'}).")
-    elif 1 in rows and 16 in rows:
+        return out  # the shared-prefix TTFT cut is a CPU target (on the GPU a prefill is a few ms)
+    if 1 in rows and 16 in rows:
         ratio = rows[16]["tok_s"] / rows[1]["tok_s"]
         out.append(f"- 16 clients ≥ 2× the aggregate tokens/s of 1 client: {rows[16]['tok_s']:.1f} / "
                    f"{rows[1]['tok_s']:.1f} = **{ratio:.2f}×** ({'met' if ratio >= 2 else 'not met'}).")
@@ -322,7 +323,7 @@ def write_doc(out: Path, png: Path, table: dict[str, list[dict]], meta: dict, ar
         f"average, prefix-cache hit rate {b['reused_tokens'] / max(1, b['prompt_tokens']):.0%} of prompt tokens "
         "(all modes together, the cache-off mode included).",
         "",
-        "Targets (issue 14, CPU):",
+        f"Targets (issue 14, {'CPU' if meta['backend'] == 'llamacpp' else 'GPU'}):",
         *_targets(table, meta["backend"]),
         "",
         *(GPU_CORRECTNESS if meta["backend"] != "llamacpp" else []),
