@@ -94,6 +94,7 @@ def test_plan_takes_precisions_per_backend():
     (["--max-tokens", "1"], "--max-tokens must be at least 2"),
     (["--precisions", "fast:fp8"], "unknown precision 'fast:fp8'"),
     (["--gpu-price-per-hour", "-1"], "prices per hour must be >= 0"),
+    (["--fast-compile", "all"], "unknown --fast-compile 'all'"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(args, needle):
     p = subprocess.run([str(SCRIPT), "bench", "--quick", *args], capture_output=True, text=True, timeout=120, env=ENV)
