@@ -27,7 +27,7 @@ def serve(
     api_key: Annotated[str | None, typer.Option("--api-key", help="Require 'Authorization: Bearer KEY' on /v1 and /api (or $PHIKIT_API_KEY).")] = None,
     max_queue: Annotated[int, typer.Option("--max-queue", help="Requests that may wait for the model; more get 429.")] = 16,
     timeout: Annotated[float, typer.Option("--timeout", help="Per-request limit in seconds, queueing included.")] = 600.0,
-    parallel: Annotated[int | None, typer.Option("--parallel", help="Requests generated at once; on llama.cpp they are decoded together in slots (continuous batching, prefix reuse). Default: from the machine's cores and memory; 1: one at a time.")] = None,
+    parallel: Annotated[int | None, typer.Option("--parallel", help="Requests generated at once; on llama.cpp and the fast GPU backend they are decoded together in slots (continuous batching, prefix reuse). Default: from the machine's cores and memory; 1: one at a time.")] = None,
     allow_origin: Annotated[list[str], typer.Option("--allow-origin", help="A browser origin besides the server's own that may call the API, e.g. http://localhost:3000 (repeatable; or $PHIKIT_ALLOW_ORIGINS, comma-separated; * for any).")] = [],  # noqa: B006
     adapter: Annotated[str | None, typer.Option("--adapter", help="LoRA adapter every request gets unless it names another (phikit.adapter or model base:adapter); default: the registry's enabled one.")] = None,
     allowed_hosts: Annotated[str | None, typer.Option("--allowed-hosts", help="Comma-separated Host names to accept besides localhost, 127.0.0.1, [::1] and --host (or $PHIKIT_ALLOWED_HOSTS; * for any).")] = None,
