@@ -55,6 +55,7 @@ def tune(
     alpha: Annotated[int, typer.Option("--alpha", help="LoRA alpha (scale = alpha / rank).")] = 32,
     dropout: Annotated[float, typer.Option("--dropout", help="LoRA dropout.")] = 0.05,
     target_modules: Annotated[Optional[str], typer.Option("--target-modules", help="Comma-separated module names (default per architecture).")] = None,
+    first_layer: Annotated[int, typer.Option("--first-layer", help="Adapt only decoder layers from this index on (faster: backward stops there). 0: all.")] = 0,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 2e-3,
     epochs: Annotated[float, typer.Option("--epochs", help="Passes over the training split (ignored with --max-steps).")] = 2.0,
     max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after N steps (overrides --epochs).")] = -1,
@@ -78,7 +79,8 @@ def tune(
     cfg = TuneConfig(r=r, alpha=alpha, dropout=dropout, learning_rate=lr, epochs=epochs, max_steps=max_steps,
                      batch_size=batch_size, pack_tokens=pack_tokens, grad_accum=grad_accum, max_length=max_length, seed=seed,
                      eval_split=eval_split, save_steps=save_steps, precision=precision,
-                     target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None)
+                     target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
+                     first_layer=first_layer)
     cfg.check()  # a bad flag fails before anything loads
     try:
         manifest = run_tune(data, out, model=model, config=cfg, eval_facts=eval_facts, resume=resume,

@@ -290,7 +290,10 @@ class GrammarProcessor:
                 return logits
         top = int(logits[: self.width].argmax())
         self.matcher.fill_next_token_bitmask(self.bitmask)
-        xgr.apply_token_bitmask_inplace(logits[: self.width].unsqueeze(0), self.bitmask)
+        # the matcher fills a CPU bitmask; on a GPU backend (fast) the mask goes to the logits' device and
+        # xgrammar applies it there (its CUDA kernel), so the [V] logits never come back to the host
+        mask = self.bitmask.to(logits.device) if logits.device.type != "cpu" else self.bitmask
+        xgr.apply_token_bitmask_inplace(logits[: self.width].unsqueeze(0), mask)
         if logits.shape[0] > self.width:  # padded logits beyond the vocabulary
             logits[self.width :] = float("-inf")
         if top in self.wants_close and logits[top] == float("-inf"):

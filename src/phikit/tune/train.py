@@ -41,6 +41,8 @@ class TuneConfig:
     Attributes:
         r, alpha, dropout: LoRA rank, scaling numerator (scale = alpha / r) and dropout.
         target_modules: module names to adapt; None picks :data:`TARGET_MODULES` by architecture.
+        first_layer: adapt only decoder layers from this index on (0: all). Backward stops at the first
+            adapted layer, so the layers below cost a forward pass only.
         learning_rate: AdamW peak rate (linear decay to 0).
         epochs: passes over the training split (ignored when ``max_steps`` > 0).
         max_steps: stop after this many optimizer steps (-1: use ``epochs``).
@@ -60,6 +62,7 @@ class TuneConfig:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] | None = None
+    first_layer: int = 0
     learning_rate: float = 2e-3
     epochs: float = 2.0
     max_steps: int = -1
@@ -78,7 +81,8 @@ class TuneConfig:
                  (0 <= self.dropout < 1, "dropout must be in [0, 1)"), (self.learning_rate > 0, "lr must be > 0"),
                  (self.epochs > 0 or self.max_steps > 0, "give epochs > 0 or max_steps > 0"),
                  (self.batch_size > 0 and self.grad_accum > 0, "batch size and grad accumulation must be > 0"),
-                 (self.max_length >= 16, "max_length must be >= 16"), (self.pack_tokens >= 0, "pack_tokens must be >= 0"), (self.save_steps > 0, "save_steps must be > 0")]
+                 (self.max_length >= 16, "max_length must be >= 16"), (self.pack_tokens >= 0, "pack_tokens must be >= 0"), (self.save_steps > 0, "save_steps must be > 0"),
+                 (self.first_layer >= 0, "first_layer must be >= 0")]
         for ok, message in rules:
             if not ok:
                 raise BadRequestError(message)
@@ -292,8 +296,12 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
     weights_sha = adapter_mod.weights_hash(ref)
 
     targets = target_modules_for(base, cfg.target_modules)
+    n_layers = base.config.num_hidden_layers
+    if cfg.first_layer >= n_layers:
+        raise BadRequestError(f"--first-layer {cfg.first_layer} is past the model's last layer ({n_layers - 1})")
+    layers = list(range(cfg.first_layer, n_layers)) if cfg.first_layer > 0 else None
     lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
-                      task_type="CAUSAL_LM", bias="none")
+                      layers_to_transform=layers, task_type="CAUSAL_LM", bias="none")
     example_rows = train_rows
     if cfg.pack_tokens:  # each dataset item is a step's worth of examples, up to pack_tokens tokens
         from .packing import collate_groups, group_by_tokens, trainer_class
