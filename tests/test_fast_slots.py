@@ -19,6 +19,7 @@ from phikit.engines.base import SamplingParams  # noqa: E402
 from phikit.engines.fast import generate as gen  # noqa: E402
 from phikit.engines.fast.engine import FastEngine, build  # noqa: E402
 from phikit.engines.fast.slots import batch_bucket  # noqa: E402
+from phikit.errors import BadRequestError  # noqa: E402
 from test_fast_model import ORIG, tiny_config  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
@@ -131,7 +132,7 @@ def test_cancel_frees_the_slot(pair):
 def test_too_long_prompt_is_an_error_for_that_request_only(pair):
     ref, bat = pair
     params = SamplingParams(max_new_tokens=4, temperature=0)
-    with pytest.raises(ValueError, match="does not fit a slot"):
+    with pytest.raises(BadRequestError, match="does not fit a slot"):
         list(bat.token_steps(ids(ORIG * 4, 41), params))
     ok = ids(10, 42)
     assert together(bat, [(ok, params)]) == [cold(ref, ok, params)]

@@ -28,6 +28,7 @@ from collections.abc import Callable, Hashable
 
 import torch
 
+from ...errors import BadRequestError
 from ..base import SamplingParams
 from ..batching import Seq, SlotScheduler
 from . import generate as gen
@@ -79,15 +80,12 @@ class FastBatcher(SlotScheduler):
         busy server do not wait for it. Idle rows only: writes nothing but the scratch position."""
         if not self.graphs.enabled:
             return
-        dev, b = self.model.device, 1
+        dev = self.model.device
+        sizes = sorted({batch_bucket(1 << i, self.n_slots) for i in range(self.n_slots.bit_length() + 1)})
         with self.lock:
-            while True:
-                b = batch_bucket(b, self.n_slots)
+            for b in sizes:
                 scratch = torch.full((b,), self.cache_len - 1, device=dev)
                 self.graphs.step(torch.zeros(b, 1, dtype=torch.long, device=dev), scratch, gen.bucket(1, self.cache_len))
-                if b >= self.n_slots:
-                    break
-                b *= 2
 
     def _reset(self) -> None:
         pass  # stale KV is overwritten before it is read; reuse trusts only ``_cached`` (cleared by the caller)
@@ -111,8 +109,8 @@ class FastBatcher(SlotScheduler):
         while budget > 0 and (nxt := self._next_waiting()) is not None:
             seq, free = nxt
             if len(seq.prompt) + 1 > self.slot_ctx:
-                seq.out.put(ValueError(f"the prompt ({len(seq.prompt)} tokens) does not fit a slot's "
-                                       f"{self.slot_ctx}-token context window"))
+                seq.out.put(BadRequestError(f"the prompt ({len(seq.prompt)} tokens) does not fit a slot's "
+                                            f"{self.slot_ctx}-token context window; shorten it"))
                 continue
             slot = self._take_slot(seq, free)
             start, todo = seq.pos, seq.todo
