@@ -287,7 +287,7 @@ def write_doc(out: Path, png: Path, table: dict[str, list[dict]], meta: dict, ar
         "",
         f"`{' '.join(['python', 'bench/serve_bench.py', *cli_flags(args)])}`"
         f" — {meta['title']}, {meta['device']}, greedy, {args.max_tokens} new "
-        f"tokens per request, streaming clients on loopback (httpx, SSE), both servers in one process, one run.",
+        f"tokens per request, streaming clients on loopback (httpx, SSE) in a process of their own, both servers in one process, one run.",
         f"Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}, Python {meta['python']}. "
         f"Batched server: `--parallel {args.parallel}`, {meta['slot_ctx']}-token context per slot. "
         f"Shared prefix: a {meta['prefix_tokens']}-token system prompt.",
