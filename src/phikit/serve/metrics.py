@@ -38,7 +38,7 @@ class Metrics:
             Gauge("phikit_rejected_requests", "Requests refused with 429 (queue full)", registry=r
                   ).set_function(lambda: s.rejected)
         batcher = getattr(engine, "batcher", None)
-        if batcher is not None:  # continuous batching (llama.cpp slots)
+        if batcher is not None:  # continuous batching (llama.cpp or fast-path slots)
             b = batcher.stats
             for name, doc, read in [
                 ("phikit_slots", "Slots (sequences decoded together)", lambda: batcher.n_slots),

@@ -2,8 +2,8 @@
 
 Each request's generation runs in its own thread and feeds an ``asyncio.Queue`` through
 ``loop.call_soon_threadsafe`` (the bridge vLLM's and mlx-lm's servers use). At most ``concurrency`` run at
-once: on llama.cpp with ``--parallel N`` that is N slots whose sequences one scheduler thread decodes
-together (:mod:`phikit.engines.llamacpp_batch`); otherwise llama.cpp and our transformers decode loop are
+once: on llama.cpp and the fast GPU backend with ``--parallel N`` that is N slots whose sequences one
+scheduler thread decodes together (:mod:`phikit.engines.batching`); otherwise llama.cpp and our transformers decode loop are
 not thread-safe, so a lock serialises generations per model (**queued, not batched**). A remote engine
 (vLLM, another server) runs several at once and its server batches. The queue is bounded; past it
 :class:`QueueFullError` (HTTP 429 with Retry-After).
