@@ -49,6 +49,8 @@ def pair():
         for name, p in hf.named_parameters():
             if "norm" in name:
                 p.uniform_(0.5, 1.5)
+            elif name.endswith(("qkv_proj.weight", "o_proj.weight", "gate_up_proj.weight", "down_proj.weight")):
+                p.mul_(6.0)  # else the residual stream is the input embedding and greedy repeats the last token
     fast = build(cfg, hf.state_dict(), "cpu", torch.float32)
     return hf, fast
 
@@ -116,8 +118,10 @@ def test_cached_steps_match_transformers_cache(pair, n):
         fast_logits.append(graphs.step(tok.view(1, 1), n + i, kv_len).clone())
     for a, b in zip(fast_logits, hf_logits):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # free-running greedy equals transformers' generate, which prefills the whole sequence again when it first
+    # passes the switch (the prompt of ORIG - 10 crosses it at the 11th new token; the fast loop does the same)
     out = gen.generate(fast, graphs, ids, steps)[0]
-    assert (out == ref).float().mean() >= 0.9  # greedy agrees (exactly, barring a near-tie)
+    assert out.tolist() == ref.tolist()
 
 
 def test_decode_logits_match_transformers_step_by_step(pair):

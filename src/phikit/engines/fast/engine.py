@@ -22,7 +22,7 @@ from ..adapting import AdapterSwitch
 from ..base import SamplingParams
 from ..local import HFTokenizerEngine
 from . import lora
-from .generate import DecodeGraphs, bucket, compile_ops, compile_step, prefill, uncompile_ops
+from .generate import DecodeGraphs, bucket, compile_ops, compile_step, prefill, recompute_at, uncompile_ops
 from .model import ModelArgs, Transformer
 from .slots import FastBatcher
 
@@ -273,6 +273,9 @@ class FastEngine(AdapterSwitch, HFTokenizerEngine):
                 yield tok
                 seen.append(tok)
                 with torch.inference_mode():
+                    if recompute_at(self.model, pos):  # as transformers' generate at LongRoPE's switch
+                        logits = prefill(self.model, torch.tensor([seen], device=dev), torch.arange(pos + 1, device=dev))[0]
+                        continue
                     cur.fill_(tok)
                     logits = self.graphs.step(cur, pos, kv_len)[0]
 

@@ -40,6 +40,15 @@ def decode_one_token(model: Transformer, cur_token: torch.Tensor, input_pos: tor
     return model(cur_token, input_pos, kv_len)[:, -1].float()
 
 
+def recompute_at(model: Transformer, pos: int) -> bool:
+    """True when the token fed at position ``pos`` is the one that first takes the sequence past LongRoPE's
+    switch (``original_max_position``): transformers' Phi-3 ``generate`` then drops its KV cache and prefills
+    the whole sequence again, so every position's keys use the long factors from there on
+    (``Phi3ForCausalLM.prepare_inputs_for_generation``). The fast path does the same at that one step.
+    """
+    return model.args.long_factor is not None and pos == model.args.original_max_position
+
+
 def _step(model: Transformer, cur_token: torch.Tensor, input_pos: torch.Tensor, kv_len: int) -> torch.Tensor:
     return model(cur_token, input_pos, kv_len)[:, -1].float()
 
@@ -168,6 +177,10 @@ def generate(model: Transformer, graphs: DecodeGraphs, prompt: torch.Tensor, max
     tok = prefill(model, prompt, torch.arange(t, device=prompt.device)).argmax(-1, keepdim=True)  # [B, 1]
     out = [tok]
     for i in range(max_new_tokens - 1):
-        tok = graphs.step(tok, t + i, kv_len).argmax(-1, keepdim=True)
+        if recompute_at(model, t + i):  # past LongRoPE's switch: the whole sequence again, long factors
+            seq = torch.cat([prompt, *out], dim=1)
+            tok = prefill(model, seq, torch.arange(seq.shape[1], device=prompt.device)).argmax(-1, keepdim=True)
+        else:
+            tok = graphs.step(tok, t + i, kv_len).argmax(-1, keepdim=True)
         out.append(tok)
     return torch.cat(out, dim=1)

@@ -147,13 +147,16 @@ class FastBatcher(SlotScheduler):
                 self._finish(seq, RuntimeError(f"slot {seq.slot}'s context window of {self.slot_ctx} tokens is full"))
             else:
                 mine.append(seq)
-        if not mine:
-            return True
         try:
             self._use_group(group)
         except Exception as exc:  # noqa: BLE001 - the group's requests get the error; the others go on
             for seq in mine:
                 self._finish(seq, exc)
+            return True
+        for seq in [s for s in mine if gen.recompute_at(self.model, s.pos)]:  # crossing LongRoPE's switch
+            mine.remove(seq)
+            self._recompute(seq)
+        if not mine:
             return True
         b = batch_bucket(max(s.slot for s in mine) + 1, self.n_slots)
         kv_len = gen.bucket(max(s.pos for s in mine) + 1, self.cache_len)
@@ -167,6 +170,18 @@ class FastBatcher(SlotScheduler):
             seq.pos += 1
         self._sample(mine, logits[[s.slot for s in mine]])
         return True
+
+    def _recompute(self, seq: Seq) -> None:
+        """Prefill the slot's whole sequence again with LongRoPE's long factors, as transformers' ``generate``
+        does when a sequence first passes the switch (:func:`.generate.recompute_at`), and sample from it."""
+        dev = self.model.device
+        ids = seq.ids  # the prompt and every token emitted, the last one being the token to feed now
+        logits = gen.prefill(self.model, torch.tensor([ids], device=dev), torch.arange(len(ids), device=dev),
+                             slot=seq.slot)[0]
+        self._cached[seq.slot] = []  # its prompt's keys now use the long factors: no longer a reusable prefix
+        self._count_step(len(ids), 1)
+        seq.pos += 1
+        self._sample([seq], logits[None])
 
     def _sample(self, seqs: list[Seq], logits: torch.Tensor) -> None:
         """Pick and emit each sequence's next token. logits: [len(seqs), V] (fp32)."""
