@@ -13,6 +13,7 @@ A backend that cannot run this model here raises :class:`Skip` with the reason, 
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -73,7 +74,8 @@ def load(backend: str, precision: str, ref: ModelRef, *, dev: str, n_ctx: int, m
         Skip: the backend cannot run this model here.
         PhikitError: loading failed (the reason in one line).
     """
-    fn = {"transformers": _transformers, "fast": _fast, "llamacpp": _llamacpp, "onnx": _onnx}[backend]
+    fast = functools.partial(_fast, compile=fast_compile)
+    fn = {"transformers": _transformers, "fast": fast, "llamacpp": _llamacpp, "onnx": _onnx}[backend]
     notes = []
     if backend == "onnx" and ref.format != "onnx":  # phikit's cached fp32 export (written once, not timed)
         from ..artifacts import cached_onnx
@@ -81,8 +83,7 @@ def load(backend: str, precision: str, ref: ModelRef, *, dev: str, n_ctx: int, m
         ref = ModelRef(f"{ref.name} (onnx fp32)", str(cached_onnx(ref.source)), "onnx")
         notes.append("phikit's cached fp32 ONNX export")
     t0 = time.perf_counter()
-    loaded = _fast(ref, precision, dev, n_ctx, max_batch, fast_compile) if backend == "fast" else \
-        fn(ref, precision, dev, n_ctx, max_batch)
+    loaded = fn(ref, precision, dev, n_ctx, max_batch)
     loaded.load_s = round(time.perf_counter() - t0, 2)
     loaded.notes += notes
     return loaded
