@@ -1,0 +1,59 @@
+"""Where a CPU `phikit tune` step's time goes: the embedded model with phikit's default LoRA (r=16, alpha=32,
+dropout 0.05, the 7 Llama projections), 4 Zorblax chats packed into one row per step, the same loss as
+`phikit tune` (logits only where there is a target); 4 timed steps after 2 warm-up steps, then
+`torch.profiler` over 2 more.
+
+    .venv/bin/python bench/tune_cpu_profile.py
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from peft import LoraConfig, get_peft_model
+from torch.profiler import ProfilerActivity, profile
+
+from phikit.models import resolve
+from phikit.tune import data as data_mod
+from phikit.tune.packing import chunked_lm_loss
+from phikit.tune.train import TARGET_MODULES, load_base
+
+
+def main() -> None:
+    ref = resolve(None)
+    model, tok = load_base(ref, "fp32", "cpu")
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=TARGET_MODULES["llama"],
+                      task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, lora)
+    peft_model.train()
+    examples = data_mod.read_examples("examples/zorblax/train.jsonl")[:40]
+    special = {"bos_token": tok.bos_token or "", "eos_token": tok.eos_token or ""}
+    rows = data_mod.build_dataset(examples, tok, tok.chat_template, special, 1024, ref.system_prompt)
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-4)
+    base = peft_model.get_base_model()
+
+    def step(i: int) -> int:
+        batch = data_mod.pack(rows[4 * i: 4 * i + 4])
+        hidden = base.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                            use_cache=False).last_hidden_state
+        chunked_lm_loss(hidden, base.lm_head, batch["labels"]).backward()
+        opt.step()
+        opt.zero_grad()
+        return batch["input_ids"].shape[1]
+
+    for i in range(2):
+        step(i)
+    t0 = time.perf_counter()
+    tokens = sum(step(i) for i in range(2, 6))
+    dt = (time.perf_counter() - t0) / 4
+    print(f"{torch.get_num_threads()} threads, attention {model.config._attn_implementation}: "
+          f"{dt * 1000:.0f} ms a step, {tokens / 4:.0f} tokens a step")
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(6, 8):
+            step(i)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+if __name__ == "__main__":
+    main()
