@@ -46,8 +46,11 @@ class LLM:
             msgs = cot_mod.with_cot_prompt(msgs)
         extra: dict[str, Any] = {"guided": guided} if guided else {}
         adapter = params.pop("adapter", None)  # a LoRA adapter (phikit.tune): name, directory or "none"
-        if adapter is not None and not (adapter == "none" and not getattr(self.engine, "supports_adapters", False)):
-            if not getattr(self.engine, "supports_adapters", False):  # "none" (the base) needs no adapter support
+        supports = getattr(self.engine, "supports_adapters", False)
+        if adapter == "none" and not supports:
+            adapter = None  # the base model, which a backend without adapters always gives
+        if adapter is not None:
+            if not supports:
                 raise BadRequestError(f"the {self.backend} backend applies no LoRA adapters; use --backend llamacpp "
                                       "(GGUF models) or transformers")
             extra["adapter"] = adapter

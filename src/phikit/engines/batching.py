@@ -80,6 +80,14 @@ class Seq:
         return self.closed or (self.params.cancel is not None and self.params.cancel.is_set())
 
 
+def check_slots(n_slots: int | None) -> None:
+    """Raises BadRequestError unless ``n_slots`` is None (the backend's default) or a positive int."""
+    if n_slots is not None and (not isinstance(n_slots, int) or n_slots < 1):
+        from ..errors import BadRequestError
+
+        raise BadRequestError(f"--parallel must be at least 1, got {n_slots!r}")
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     """Length of the longest common prefix of two token lists."""
     n = 0
@@ -110,6 +118,7 @@ class SlotScheduler:
         self._waiting: list[Seq] = []
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._turn = 0  # adapter groups take turns, one group per step
 
     # --- the consumer side -------------------------------------------------------------------------------
 
@@ -232,6 +241,13 @@ class SlotScheduler:
         self.stats.reused_tokens += reuse
         self.stats.active = sum(s is not None for s in self._slots)
         return slot
+
+    def _next_group(self, seqs: list[Seq]) -> Hashable:
+        """The adapter group whose turn it is among ``seqs`` (non-empty): groups take turns step by step."""
+        groups = list(dict.fromkeys(s.group for s in seqs))
+        group = groups[self._turn % len(groups)]
+        self._turn += 1
+        return group
 
     def _emit(self, seq: Seq, tok: int) -> None:
         """Hand a sampled token to its consumer; finish the sequence at end-of-sequence or its token limit."""

@@ -86,7 +86,6 @@ class LlamaBatcher(SlotScheduler):
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self.n_vocab = model.n_vocab()
         self._group: Hashable = None  # the adapter group the context is set to
-        self._turn = 0
 
     def __del__(self):
         try:
@@ -155,9 +154,7 @@ class LlamaBatcher(SlotScheduler):
         active = [s for s in self._slots if s is not None and s.todo]
         if not active:
             return []
-        groups = list(dict.fromkeys(s.group for s in active))
-        group = groups[self._turn % len(groups)]
-        self._turn += 1
+        group = self._next_group(active)
         mine = [s for s in active if s.group == group]
         if group != self._group and self.on_group is not None:
             try:

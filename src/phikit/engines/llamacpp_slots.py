@@ -9,6 +9,7 @@ from collections.abc import Hashable, Iterator
 from typing import Any
 
 from .base import SamplingParams
+from .batching import check_slots
 from .llamacpp_batch import LlamaBatcher
 
 MAX_DEFAULT_SLOTS = 16
@@ -64,12 +65,9 @@ class BatchedSlots:
         """
         import os
 
-        from ..errors import BadRequestError
-
         if self.batcher is not None:
             return self.batcher.n_slots
-        if n_slots is not None and (not isinstance(n_slots, int) or n_slots < 1):
-            raise BadRequestError(f"--parallel must be at least 1, got {n_slots!r}")
+        check_slots(n_slots)
         if n_slots is None:
             n_slots = default_slots(self.kv_bytes_per_token() * self.context_length, self.available_memory(),
                                     os.cpu_count() or 1)

@@ -68,10 +68,11 @@ def create_app(
         allowed_hosts: more ``Host`` names to accept (``*``: any); others get 403 (DNS rebinding).
         allow_origins: browser origins besides the server's own that may call it (``*``: any); others get 403.
         limits: request size and count limits (:class:`~phikit.serve.limits.ServerLimits`).
-        parallel: requests generated at once. On llama.cpp, more than 1 turns on continuous batching (slots
-            decoded together, prefix reuse: :mod:`phikit.engines.llamacpp_batch`); None takes the machine's
-            default there (:func:`~phikit.engines.llamacpp_slots.default_slots`), 1 runs one generation at a
-            time. Other in-process backends run one at a time; a remote engine its own concurrency.
+        parallel: requests generated at once. On llama.cpp and the fast GPU backend, more than 1 turns on
+            continuous batching (slots decoded together, prefix reuse: :mod:`phikit.engines.batching`); None
+            takes the machine's default there (llama.cpp: :func:`~phikit.engines.llamacpp_slots.default_slots`;
+            fast: as many as fit in free GPU memory), 1 runs one generation at a time. Other in-process
+            backends run one at a time; a remote engine its own concurrency.
 
     Returns:
         A FastAPI app; run it with ``uvicorn.run(app, host=..., port=...)``.

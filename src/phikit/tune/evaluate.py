@@ -178,12 +178,12 @@ def check_drift(facts_path: str | Path, *, adapter: str | None = None, model: st
     def score(name: str) -> dict:
         r = knowledge_recall(llm, facts, adapter=name, max_new_tokens=max_new_tokens, progress=progress)
         g = knowledge_recall(llm, GENERAL_QUESTIONS, adapter=name, max_new_tokens=max_new_tokens)
-        if not hasattr(engine, "activate"):  # a backend without adapters (onnx: an export, adapter merged)
-            return {"recall": r["recall"], "hits": r["hits"], "n": r["n"], "backend": engine.name,
-                    "general_recall": g["recall"], "perplexity_general": None}
-        engine.activate(None if name == "none" else name)
+        ppl = None  # a backend without adapters (onnx: an export, adapter merged) has no perplexity here
+        if hasattr(engine, "activate"):
+            engine.activate(None if name == "none" else name)
+            ppl = round(general_perplexity(engine), 3)
         return {"recall": r["recall"], "hits": r["hits"], "n": r["n"], "backend": engine.name,
-                "general_recall": g["recall"], "perplexity_general": round(general_perplexity(engine), 3)}
+                "general_recall": g["recall"], "perplexity_general": ppl}
 
     name = engine.load_adapter(str(path)) if path else None
     report: dict[str, Any] = {"base": score("none"), "adapter": None, "stored_recall": None, "drift": None}

@@ -303,15 +303,14 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
     layers = list(range(cfg.first_layer, n_layers)) if cfg.first_layer > 0 else None
     lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
                       layers_to_transform=layers, task_type="CAUSAL_LM", bias="none")
+    from .packing import collate_groups, group_by_tokens, trainer_class
+
     example_rows = train_rows
+    trainer_cls = trainer_class()  # logits only where there is a target, computed in chunks
     if cfg.pack_tokens:  # each dataset item is a step's worth of examples, up to pack_tokens tokens
-        from .packing import collate_groups, group_by_tokens, trainer_class
-
-        train_rows, collate, trainer_cls, per_step = group_by_tokens(train_rows, cfg.pack_tokens), collate_groups, trainer_class(), 1
-    else:  # the same loss (logits only where there is a target), over `batch_size` examples packed in one row
-        from .packing import trainer_class
-
-        collate, trainer_cls, per_step = data_mod.pack, trainer_class(), cfg.batch_size
+        train_rows, collate, per_step = group_by_tokens(train_rows, cfg.pack_tokens), collate_groups, 1
+    else:  # `batch_size` examples packed in one row
+        collate, per_step = data_mod.pack, cfg.batch_size
     steps_per_epoch = math.ceil(len(train_rows) / (per_step * cfg.grad_accum))
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.epochs)
     args = TrainingArguments(

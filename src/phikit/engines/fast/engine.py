@@ -20,6 +20,7 @@ from ...errors import BadRequestError, PhikitError
 from ...models import ModelRef, local_snapshot
 from ..adapting import AdapterSwitch
 from ..base import SamplingParams
+from ..batching import check_slots
 from ..local import HFTokenizerEngine
 from . import lora
 from .generate import DecodeGraphs, bucket, compile_ops, compile_step, prefill, recompute_at, uncompile_ops
@@ -228,8 +229,7 @@ class FastEngine(AdapterSwitch, HFTokenizerEngine):
         """
         if self.batcher is not None:
             return self.batcher.n_slots
-        if n_slots is not None and (not isinstance(n_slots, int) or n_slots < 1):
-            raise BadRequestError(f"--parallel must be at least 1, got {n_slots!r}")
+        check_slots(n_slots)
         cache_len = cache_len or min(self.context_length, DEFAULT_SLOT_LEN)
         if n_slots is None:
             a = self.model.args

@@ -33,11 +33,15 @@ def prefill(model: Transformer, idx: torch.Tensor, input_pos: torch.Tensor, slot
     return model(idx, input_pos, slot=slot, start=start)[:, -1].float()
 
 
+def _step(model: Transformer, cur_token: torch.Tensor, input_pos: torch.Tensor, kv_len: int) -> torch.Tensor:
+    return model(cur_token, input_pos, kv_len)[:, -1].float()
+
+
 @torch.inference_mode()
 def decode_one_token(model: Transformer, cur_token: torch.Tensor, input_pos: torch.Tensor, kv_len: int) -> torch.Tensor:
     # cur_token: [B, 1]; input_pos: [B] (each row's position) -> logits [B, V] (fp32);
     # row i writes cache row i at input_pos[i] and reads its [0, kv_len)
-    return model(cur_token, input_pos, kv_len)[:, -1].float()
+    return _step(model, cur_token, input_pos, kv_len)
 
 
 def recompute_at(model: Transformer, pos: int) -> bool:
@@ -47,10 +51,6 @@ def recompute_at(model: Transformer, pos: int) -> bool:
     (``Phi3ForCausalLM.prepare_inputs_for_generation``). The fast path does the same at that one step.
     """
     return model.args.long_factor is not None and pos == model.args.original_max_position
-
-
-def _step(model: Transformer, cur_token: torch.Tensor, input_pos: torch.Tensor, kv_len: int) -> torch.Tensor:
-    return model(cur_token, input_pos, kv_len)[:, -1].float()
 
 
 STEP = {"fn": _step}  # what a graph captures: the eager step, or the whole step compiled (compile_step)

@@ -69,7 +69,6 @@ class FastBatcher(SlotScheduler):
         self.cache_len, self.slot_ctx = cache_len, cache_len - 1
         if model.args.long_factor is not None:
             self.reuse_limit = model.args.original_max_position
-        self._turn = 0
         with lock:
             model.setup_caches(self.n_slots, cache_len)
             self._cache_version = model.cache_version
@@ -118,9 +117,7 @@ class FastBatcher(SlotScheduler):
                 if seq.params.seed is not None and not seq.params.greedy:
                     seq.sampler = torch.Generator(device=self.model.device).manual_seed(seq.params.seed)
                 self._use_group(seq.group)
-                dev = self.model.device
-                logits = gen.prefill(self.model, torch.tensor([todo], device=dev),
-                                     torch.arange(start, start + len(todo), device=dev), slot=slot, start=start)[0]
+                logits = self._prefill(seq, todo, start)
             except Exception as exc:  # noqa: BLE001 - this request's error; the slot's KV is now unknown
                 self._cached[slot] = []
                 self._finish(seq, exc)
@@ -128,7 +125,6 @@ class FastBatcher(SlotScheduler):
             short = self.reuse_limit is None or len(seq.prompt) <= self.reuse_limit
             self._cached[slot] = list(seq.prompt) if short else []
             seq.pos = len(seq.prompt)
-            self._count_step(len(todo), 1)
             budget -= len(todo)
             joined = True
             self._sample([seq], logits[None])
@@ -138,9 +134,7 @@ class FastBatcher(SlotScheduler):
         running = [s for s in self._slots if s is not None and s.todo and not s.gone()]
         if not running:
             return False
-        groups = list(dict.fromkeys(s.group for s in running))
-        group = groups[self._turn % len(groups)]
-        self._turn += 1
+        group = self._next_group(running)
         mine = []
         for seq in (s for s in running if s.group == group):
             if seq.pos >= self.slot_ctx:
@@ -171,15 +165,20 @@ class FastBatcher(SlotScheduler):
         self._sample(mine, logits[[s.slot for s in mine]])
         return True
 
+    def _prefill(self, seq: Seq, tokens: list[int], start: int) -> torch.Tensor:
+        """Prefill ``tokens`` into ``seq``'s slot at positions ``start`` on (keeping what the slot holds before
+        ``start``), as one step of its own; returns the last position's logits [V] (fp32)."""
+        dev = self.model.device
+        logits = gen.prefill(self.model, torch.tensor([tokens], device=dev),
+                             torch.arange(start, start + len(tokens), device=dev), slot=seq.slot, start=start)[0]
+        self._count_step(len(tokens), 1)
+        return logits
+
     def _recompute(self, seq: Seq) -> None:
         """Prefill the slot's whole sequence again with LongRoPE's long factors, as transformers' ``generate``
         does when a sequence first passes the switch (:func:`.generate.recompute_at`), and sample from it."""
-        dev = self.model.device
-        ids = seq.ids  # the prompt and every token emitted, the last one being the token to feed now
-        logits = gen.prefill(self.model, torch.tensor([ids], device=dev), torch.arange(len(ids), device=dev),
-                             slot=seq.slot)[0]
+        logits = self._prefill(seq, seq.ids, 0)  # the prompt and every token emitted, the last one to feed now
         self._cached[seq.slot] = []  # its prompt's keys now use the long factors: no longer a reusable prefix
-        self._count_step(len(ids), 1)
         seq.pos += 1
         self._sample([seq], logits[None])
 
