@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import platform
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -193,7 +194,10 @@ def main() -> None:
     ap.add_argument("--backend", default="llamacpp", help="llamacpp (CPU) or fast (CUDA)")
     ap.add_argument("--random-weights", metavar="DIR",
                     help="write a random-weight Phi-4-mini-shaped checkpoint to DIR and serve it (GPU)")
+    ap.add_argument("--switch-interval", type=float, help="sys.setswitchinterval for the servers' process (s; Python's default 0.005)")
     args = ap.parse_args()
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     if args.random_weights:
         from phikit.stand_in import save_random_phi4_mini
 
@@ -244,7 +248,7 @@ def main() -> None:
             "backend": args.backend, "model": args.model, "versions": versions(args.backend), "max_tokens": args.max_tokens, "parallel": args.parallel, "ctx": args.ctx,
             "loadavg_before": load_before, "loadavg_after": load_after, "threads": os.environ.get("PHIKIT_THREADS"),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "prefix_tokens": single.engine.count_tokens(SYSTEM),
-            "batcher": stats, "slot_ctx": batched.engine.batcher.slot_ctx}
+            "batcher": stats, "slot_ctx": batched.engine.batcher.slot_ctx, "switch_interval_s": sys.getswitchinterval()}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(Path(args.json), json.dumps({"meta": meta, "modes": table}, indent=1))
     png = Path(args.out).with_suffix(".png")

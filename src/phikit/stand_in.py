@@ -103,3 +103,65 @@ def save_random_phi4_mini(path: str | Path, *, device: str = "cpu", seed: int = 
     tok.save_pretrained(path)
     del model
     return path
+
+
+def llama_as_phi3(llama, *, dtype=None, original_max_position: int = 4096, long_factor_max: float = 2.0):
+    """The same trained network as a ``Phi3ForCausalLM`` (fused ``qkv_proj`` and ``gate_up_proj``), with LongRoPE.
+
+    Llama (SmolLM2) and Phi-3 compute the same function apart from the fused projections, so a trained Llama
+    becomes a Phi-3-family checkpoint with real, confident logits — what the fast path's greedy-equality check
+    needs (random weights leave top-2 logit gaps inside bf16 rounding). A ``longrope`` scaling is added so both
+    factor sets are exercised: short factors 1.0, long factors rising geometrically from 1.0 to
+    ``long_factor_max`` (a mild stretch the model still reads), switching at ``original_max_position``.
+
+    Args:
+        llama: a ``LlamaForCausalLM`` (fp32 or bf16; full rotary, no biases).
+        dtype: the weights' dtype (None: ``llama``'s). The rotary frequencies stay fp32, as ``from_pretrained``
+            leaves them, so outputs equal a checkpoint loaded the usual way.
+        original_max_position: LongRoPE's switch point, below the model's ``max_position_embeddings``.
+
+    Returns:
+        A ``Phi3ForCausalLM`` on the CPU; its tokenizer is the Llama model's.
+
+    Raises:
+        ValueError: attention or MLP biases (Phi-3 has none), or a switch point past the context window.
+    """
+    import torch
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    c = llama.config
+    if getattr(c, "attention_bias", False) or getattr(c, "mlp_bias", False):
+        raise ValueError("Phi-3 has no attention or MLP biases; this Llama model has them")
+    if original_max_position >= c.max_position_embeddings:
+        raise ValueError(f"original_max_position {original_max_position} must be below {c.max_position_embeddings}")
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    half = head_dim // 2
+    rope = dict(getattr(c, "rope_parameters", None) or {})
+    theta = float(rope.get("rope_theta") or getattr(c, "rope_theta", 10000.0))
+    cfg = Phi3Config(
+        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+        num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
+        num_key_value_heads=c.num_key_value_heads, rms_norm_eps=c.rms_norm_eps, rope_theta=theta,
+        max_position_embeddings=c.max_position_embeddings, original_max_position_embeddings=original_max_position,
+        rope_scaling={"type": "longrope", "short_factor": [1.0] * half,
+                      "long_factor": [long_factor_max ** (i / (half - 1)) for i in range(half)]},
+        partial_rotary_factor=1.0, tie_word_embeddings=bool(c.tie_word_embeddings),
+        bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id,
+    )
+    src = llama.state_dict()
+    sd = {k: v for k, v in src.items() if not any(p in k for p in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"))}
+    for i in range(c.num_hidden_layers):
+        a, m = f"model.layers.{i}.self_attn.", f"model.layers.{i}.mlp."
+        sd[a + "qkv_proj.weight"] = torch.cat([src[a + p + ".weight"] for p in ("q_proj", "k_proj", "v_proj")])
+        sd[m + "gate_up_proj.weight"] = torch.cat([src[m + "gate_proj.weight"], src[m + "up_proj.weight"]])
+    with torch.device("meta"):
+        phi3 = Phi3ForCausalLM(cfg)
+    phi3.load_state_dict(sd, strict=not cfg.tie_word_embeddings, assign=True)
+    if cfg.tie_word_embeddings:
+        phi3.tie_weights()
+    phi3 = phi3.to(dtype or next(llama.parameters()).dtype).eval()
+    # the rotary buffers were built on the meta device (and .to() would round them): fresh fp32 ones
+    rotary = phi3.model.rotary_emb
+    for name, buf in type(rotary)(config=cfg).named_buffers():
+        rotary.register_buffer(name, buf, persistent=False)
+    return phi3

@@ -232,6 +232,13 @@ def _event_data(ev: Any) -> dict[str, Any]:
     return {"type": type(ev).__name__, **json.loads(json.dumps(data, default=str))}
 
 
+def merge_deltas(a: Any, b: Any) -> Any:
+    """Two text (or two reasoning) deltas in a row as one; None for any other pair (see ``ModelWorker.stream``)."""
+    if type(a) is type(b) and type(a) in (TextDelta, ReasoningDelta):
+        return type(a)(a.text + b.text)
+    return None
+
+
 async def parts(events: AsyncIterator[Any], job: ChatJob) -> AsyncIterator[Part]:
     """Turn engine events into :class:`Part` s: text, tool calls, extras, then one ``done``.
 

@@ -23,6 +23,7 @@ from .generation import (
     check_params,
     check_pipeline,
     collect,
+    merge_deltas,
     new_id,
     parts,
     sampling,
@@ -109,7 +110,7 @@ def chat_job(state: ServerState, req: ChatCompletionRequest) -> ChatJob:
 async def run_parts(state: ServerState, job: ChatJob) -> AsyncIterator[Part]:
     """Admit the job (429 past the queue) and stream its parts."""
     state.worker.admit()
-    async for part in parts(state.worker.stream(start_job(state.llm, job)), job):
+    async for part in parts(state.worker.stream(start_job(state.llm, job), merge=merge_deltas), job):
         yield part
 
 

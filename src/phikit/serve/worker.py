@@ -1,7 +1,7 @@
 """The generation worker: one model, shared by every request, driven off the event loop.
 
-Each request's generation runs in its own thread and feeds an ``asyncio.Queue`` through
-``loop.call_soon_threadsafe`` (the bridge vLLM's and mlx-lm's servers use). At most ``concurrency`` run at
+Each request's generation runs in its own thread and hands its events to the event loop through
+``loop.call_soon_threadsafe`` (the bridge vLLM's and mlx-lm's servers use), one wake-up per batch of events. At most ``concurrency`` run at
 once: on llama.cpp and the fast GPU backend with ``--parallel N`` that is N slots whose sequences one
 scheduler thread decodes together (:mod:`phikit.engines.batching`); otherwise llama.cpp and our transformers decode loop are
 not thread-safe, so a lock serialises generations per model (**queued, not batched**). A remote engine
@@ -18,6 +18,7 @@ import asyncio
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,12 +114,17 @@ class ModelWorker:
             raise QueueFullError(self.waiting, self.retry_after())
         self.admitted += 1
 
-    async def stream(self, start: Callable[[threading.Event], Iterator[Any]]) -> AsyncIterator[Any]:
+    async def stream(self, start: Callable[[threading.Event], Iterator[Any]],
+                     merge: Callable[[Any, Any], Any] | None = None) -> AsyncIterator[Any]:
         """Run ``start(cancel)`` in a worker thread under the model lock and yield its events here.
 
         Args:
             start: called in the worker thread once the model is free; returns the event iterator (raising
                 ``BadRequestError`` there is fine: it is re-raised to the caller before any event).
+            merge: ``(a, b)`` -> one event standing for both, or None. Events that are already waiting when
+                the loop gets to them are merged (e.g. text deltas: one SSE chunk for several tokens when the
+                server is busy, as vLLM's stream interval), so the loop's cost per token falls as load rises;
+                an event that is alone is yielded at once, so an idle server still streams token by token.
 
         Yields:
             The iterator's events. Exceptions from the thread are re-raised here.
@@ -128,16 +134,24 @@ class ModelWorker:
 
         Closing this generator (a client disconnect) cancels the generation within one decode step.
         The caller must have called :meth:`admit`.
+
+        The thread appends to a deque and wakes the loop only when no wake-up is already on its way
+        (one ``call_soon_threadsafe`` per batch of events, not per token).
         """
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
+        ready: deque = deque()
+        wake = asyncio.Event()
+        scheduled = [False]  # a wake-up is on its way to the loop
         cancel = threading.Event()
 
-        def put(item) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the event loop is gone (server shutting down): nobody is listening
-                cancel.set()
+        def put(item) -> None:  # worker thread: append first, then wake (the loop re-checks after clearing)
+            ready.append(item)
+            if not scheduled[0]:
+                scheduled[0] = True
+                try:
+                    loop.call_soon_threadsafe(wake.set)
+                except RuntimeError:  # the event loop is gone (server shutting down): nobody is listening
+                    cancel.set()
 
         thread = threading.Thread(target=self._run, args=(start, cancel, put), daemon=True, name="phikit-gen")
         deadline = time.monotonic() + self.timeout_s
@@ -146,14 +160,21 @@ class ModelWorker:
             thread.start()
             while True:
                 remaining = deadline - time.monotonic()
-                try:
-                    item = await asyncio.wait_for(queue.get(), timeout=max(0.001, remaining))
-                except TimeoutError:
-                    cancel.set()
-                    self.stats.timed_out += 1
-                    raise GenerationTimeout(
-                        f"the request took longer than the server's {self.timeout_s:g} s timeout and was stopped"
-                    ) from None
+                if remaining <= 0:
+                    self._time_out(cancel)
+                if not ready:
+                    wake.clear()
+                    scheduled[0] = False
+                    if not ready:
+                        try:
+                            await asyncio.wait_for(wake.wait(), timeout=remaining)
+                        except TimeoutError:
+                            self._time_out(cancel)
+                        continue
+                item = ready.popleft()
+                while merge is not None and ready and (both := merge(item, ready[0])) is not None:
+                    ready.popleft()
+                    item = both
                 if item is _END:
                     finished = True
                     return
@@ -165,6 +186,11 @@ class ModelWorker:
             if not finished:
                 cancel.set()
             self.admitted -= 1
+
+    def _time_out(self, cancel: threading.Event) -> None:
+        cancel.set()
+        self.stats.timed_out += 1
+        raise GenerationTimeout(f"the request took longer than the server's {self.timeout_s:g} s timeout and was stopped")
 
     def _run(self, start, cancel: threading.Event, put) -> None:
         """Worker thread: wait for the model (giving up if cancelled), generate, forward events."""

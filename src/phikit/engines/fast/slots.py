@@ -12,9 +12,11 @@ loop, frees finished slots and seats waiting requests):
    graph for ``(batch bucket, cache-length bucket)`` covers rows ``0 .. B-1`` (B the next power of two over
    the highest running slot), each row at its own position (``input_pos`` [B]); rows with nothing to decode
    write to the cache's last position, which no slot uses, and their logits are ignored.
-3. **Sample** greedy rows with one ``argmax`` over the batch; rows with temperature, a repetition penalty or
-   logits processors (JSON-schema constraints) go through the transformers backend's ``sample``, each with its
-   own parameters and seeded generator.
+3. **Sample** greedy rows with one ``argmax`` over the batch, left on the GPU: those picks are the next step's
+   inputs, and the host reads and hands them out while the GPU runs that next step (asynchronous scheduling,
+   as vLLM's), so the host's per-token work does not leave the GPU idle. Rows with temperature, a repetition
+   penalty or logits processors (JSON-schema constraints) go through the transformers backend's ``sample``,
+   each with its own parameters and seeded generator, and that step waits for the host.
 
 LoRA adapters are buffers of the model (:mod:`.lora`), so a step decodes one adapter group; groups take
 turns. Prefix reuse is skipped for prompts past LongRoPE's switch (``original_max_position``): a cold
@@ -25,6 +27,8 @@ Ideas from vLLM (continuous batching, per-sequence positions, CUDA graphs per ba
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -45,6 +49,22 @@ def batch_bucket(n: int, limit: int) -> int:
 def plain_greedy(p: SamplingParams) -> bool:
     """True when a row's next token is simply the argmax of its logits."""
     return p.greedy and not p.logits_processors and p.repetition_penalty == 1.0
+
+
+@dataclass
+class Ahead:
+    """A decode step's greedy picks that the host has not read yet.
+
+    Attributes:
+        index: each sequence of the step -> its row in ``picks`` (in step order).
+        picks: [n] token ids on the model's device (the next step's inputs); host: their copy on its way.
+        ready: a CUDA event recorded after the copy (None on the CPU, where the copy is done at once).
+    """
+
+    index: dict[Seq, int]
+    picks: torch.Tensor
+    host: torch.Tensor
+    ready: Any
 
 
 class FastBatcher(SlotScheduler):
@@ -69,6 +89,7 @@ class FastBatcher(SlotScheduler):
         self.cache_len, self.slot_ctx = cache_len, cache_len - 1
         if model.args.long_factor is not None:
             self.reuse_limit = model.args.original_max_position
+        self._ahead: Ahead | None = None  # the last step's greedy picks, not yet read by the host
         with lock:
             model.setup_caches(self.n_slots, cache_len)
             self._cache_version = model.cache_version
@@ -87,7 +108,7 @@ class FastBatcher(SlotScheduler):
                 self.graphs.step(torch.zeros(b, 1, dtype=torch.long, device=dev), scratch, gen.bucket(1, self.cache_len))
 
     def _reset(self) -> None:
-        pass  # stale KV is overwritten before it is read; reuse trusts only ``_cached`` (cleared by the caller)
+        self._ahead = None  # stale KV is overwritten before it is read; reuse trusts only ``_cached`` (cleared by the caller)
 
     def _use_group(self, group: Hashable) -> None:
         if self.on_group is not None:  # the engine's switch is a no-op when the group's adapter is in place
@@ -133,14 +154,15 @@ class FastBatcher(SlotScheduler):
     def _decode(self) -> bool:
         running = [s for s in self._slots if s is not None and s.todo and not s.gone()]
         if not running:
-            return False
+            return self._flush()
         group = self._next_group(running)
-        mine = []
-        for seq in (s for s in running if s.group == group):
-            if seq.pos >= self.slot_ctx:
-                self._finish(seq, RuntimeError(f"slot {seq.slot}'s context window of {self.slot_ctx} tokens is full"))
-            else:
-                mine.append(seq)
+        mine = [s for s in running if s.group == group]
+        if not all(plain_greedy(s.params) and not gen.recompute_at(self.model, s.pos) for s in mine):
+            self._flush()  # these rows need every token on the host first (sampling state, a recompute)
+            mine = [s for s in mine if self._slots[s.slot] is s]
+        for seq in [s for s in mine if s.pos >= self.slot_ctx]:
+            mine.remove(seq)
+            self._finish(seq, RuntimeError(f"slot {seq.slot}'s context window of {self.slot_ctx} tokens is full"))
         try:
             self._use_group(group)
         except Exception as exc:  # noqa: BLE001 - the group's requests get the error; the others go on
@@ -152,18 +174,68 @@ class FastBatcher(SlotScheduler):
             self._recompute(seq)
         if not mine:
             return True
+        logits = self._launch(mine)
+        if all(plain_greedy(s.params) for s in mine):
+            self._pick_ahead(mine, logits)
+        else:
+            self._sample(mine, logits)
+        return True
+
+    def _launch(self, mine: list[Seq]) -> torch.Tensor:
+        """Queue one decode step for ``mine`` (one graph replay); returns their logits [len(mine), V], on the GPU.
+
+        A row's input token is its last sample: on the host (``seq.todo``), or, for a row whose last step is
+        still ahead of the host (:meth:`_pick_ahead`), taken on the GPU from that step's picks."""
+        dev, ahead = self.model.device, self._ahead
         b = batch_bucket(max(s.slot for s in mine) + 1, self.n_slots)
         kv_len = gen.bucket(max(s.pos for s in mine) + 1, self.cache_len)
         tokens, positions = [0] * b, [self.cache_len - 1] * b  # idle rows: token 0 at the scratch position
+        rows, picks = [], []  # rows fed from the GPU, and where their token is in the last step's picks
         for seq in mine:
-            tokens[seq.slot], positions[seq.slot] = seq.todo[0], seq.pos
-        dev = self.model.device
-        logits = self.graphs.step(torch.tensor(tokens, device=dev)[:, None], torch.tensor(positions, device=dev), kv_len)
+            positions[seq.slot] = seq.pos
+            if ahead is not None and seq in ahead.index:
+                rows.append(seq.slot)
+                picks.append(ahead.index[seq])
+            else:
+                tokens[seq.slot] = seq.todo[0]
+        tok = torch.tensor(tokens, device=dev)
+        if rows:
+            tok[torch.tensor(rows, device=dev)] = ahead.picks[torch.tensor(picks, device=dev)]
+        logits = self.graphs.step(tok[:, None], torch.tensor(positions, device=dev), kv_len)
         self._count_step(len(mine), len(mine))
         for seq in mine:
             seq.pos += 1
-        self._sample(mine, logits[[s.slot for s in mine]])
-        return True
+        return logits[[s.slot for s in mine]]
+
+    def _pick_ahead(self, mine: list[Seq], logits: torch.Tensor) -> None:
+        """Greedy picks stay on the GPU and feed the next step; the host reads and emits them one step later.
+
+        So the host's work for a step (handing out tokens, admitting requests, building the next inputs)
+        overlaps the GPU's next step instead of leaving it idle, as vLLM's asynchronous scheduling does. A row
+        that ends on a token decodes one step more than it needs; that pick is dropped."""
+        picks = logits.argmax(-1)
+        host = picks.to("cpu", non_blocking=True)
+        ready = None
+        if picks.is_cuda:
+            ready = torch.cuda.Event()
+            ready.record()
+        last, self._ahead = self._ahead, Ahead({s: i for i, s in enumerate(mine)}, picks, host, ready)
+        if last is not None:
+            self._emit_ahead(last)
+
+    def _flush(self) -> bool:
+        """Emit the picks still ahead of the host; False when there were none."""
+        last, self._ahead = self._ahead, None
+        if last is not None:
+            self._emit_ahead(last)
+        return last is not None
+
+    def _emit_ahead(self, ahead: Ahead) -> None:
+        if ahead.ready is not None:
+            ahead.ready.synchronize()
+        for seq, tok in zip(ahead.index, ahead.host.tolist()):
+            if self._slots[seq.slot] is seq:  # not finished, failed or cancelled meanwhile
+                self._emit(seq, tok)
 
     def _prefill(self, seq: Seq, tokens: list[int], start: int) -> torch.Tensor:
         """Prefill ``tokens`` into ``seq``'s slot at positions ``start`` on (keeping what the slot holds before
