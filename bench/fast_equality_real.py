@@ -65,9 +65,16 @@ def first_difference(a: list[int], b: list[int]) -> int:
 
 
 def hf_greedy(model, ids: torch.Tensor, new: int) -> tuple[list[int], list[float]]:
-    """transformers' greedy tokens and, per step, the gap between its top two logits."""
+    """transformers' greedy tokens and, per step, the gap between its top two logits.
+
+    A prompt that crosses LongRoPE's switch during generation is run without a KV cache (each step a full
+    forward, so every position past the switch uses the long factors): transformers 5.17's cached ``generate``
+    drops its cache there but then feeds only the last token (5.24 feeds the whole sequence), which the device
+    measured as a difference at exactly the first token past the switch (docs/bench-gpu.md)."""
+    n, switch = ids.shape[1], model.config.original_max_position_embeddings
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
-                         do_sample=False, output_scores=True, return_dict_in_generate=True, pad_token_id=0)
+                         do_sample=False, output_scores=True, return_dict_in_generate=True, pad_token_id=0,
+                         use_cache=not n <= switch < n + new)
     gaps = [float((lambda t: t[0] - t[1])(s[0].float().topk(2).values)) for s in out.scores]
     return out.sequences[0, ids.shape[1]:].tolist(), gaps
 
