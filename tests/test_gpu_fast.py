@@ -11,6 +11,16 @@ import pytest
 pytestmark = pytest.mark.gpu
 
 
+@pytest.fixture(autouse=True)
+def eager_pieces_after():
+    """Compiled pieces are process-wide (an engine built with ``compile=True`` switches them on): undo them
+    after each test, so the CPU tests that run after these in one session stay eager."""
+    yield
+    from phikit.engines.fast import generate as gen
+
+    gen.uncompile_ops()
+
+
 @pytest.fixture(scope="module")
 def pair():
     import torch
