@@ -78,9 +78,26 @@ def test_bad_data_is_one_clear_error(tmp_path):
     p.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
     with pytest.raises(BadRequestError, match="line 1: no assistant turn"):
         data_mod.read_examples(p)
-    p.write_text('{"text": "x"}\n')
+    p.write_text('{"content": "x"}\n')
     with pytest.raises(BadRequestError, match="line 1: expected"):
         data_mod.read_examples(p)
+    p.write_text('{"text": "  "}\n')
+    with pytest.raises(BadRequestError, match="line 1: the text is empty"):
+        data_mod.read_examples(p)
+
+
+def test_text_examples_train_every_token_without_a_template(tmp_path):
+    from phikit.stand_in import tiny_tokenizer
+
+    p = tmp_path / "mixed.jsonl"
+    p.write_text(json.dumps({"messages": CHAT}) + "\n" + json.dumps({"text": "The river runs to the sea."}) + "\n")
+    chat, text = data_mod.read_examples(p)
+    assert text == "The river runs to the sea." and isinstance(chat, list)
+    tok = tiny_tokenizer()
+    rows = data_mod.build_dataset([chat, text], tok, None, {"eos_token": "<|endoftext|>"}, max_length=512)
+    assert rows[1]["labels"] == rows[1]["input_ids"]  # every token is a target
+    assert tok.decode(rows[1]["input_ids"]) == "The river runs to the sea."  # no template, no special tokens
+    assert data_mod.IGNORE in rows[0]["labels"]  # the chat keeps its assistant-only mask
     p.write_text("{not json\n")
     with pytest.raises(BadRequestError, match="not valid JSON"):
         data_mod.read_examples(p)

@@ -202,6 +202,43 @@ def general_chats(path: Path) -> list[dict]:
     return rows
 
 
+# Openings of everyday plain text; the base model continues each (prose.jsonl), none about a product.
+PROSE = [
+    "The river runs through the old town and", "In the morning, the market square", "Most birds build their nests",
+    "The history of the bicycle begins", "A good cup of tea needs", "Mountains are formed when",
+    "The library opens at nine, and", "Winter in the north is", "Children learn to read by",
+    "The ocean covers most of", "Bread is made from flour,", "The first computers were",
+    "Trains connect the cities of Europe, and", "A healthy diet includes", "The moon has no light of its own;",
+    "Forests are home to", "The museum's new exhibition", "Football is played by two teams",
+    "Rain forms when", "The human heart pumps", "Honey bees live in colonies",
+    "An old lighthouse stands on", "Coffee was first grown in", "The Roman Empire",
+    "Volcanoes erupt when", "A map shows", "The village baker wakes up early", "Electric light changed",
+    "Rivers carry water from", "The school year starts in",
+]
+
+
+def prose_texts(path: Path) -> list[dict]:
+    """Plain-text replay: each PROSE opening with the base model's own greedy continuation (whole sentences),
+    trained as text (loss on every token, no chat template) to hold the base's plain-text perplexity."""
+    import phikit
+    from phikit.engines.base import SamplingParams
+
+    engine = phikit.load(adapter="none").engine
+    rows = []
+    for opening in PROSE:
+        out, steps = [], engine.token_steps(engine.encode(opening), SamplingParams(temperature=0, max_new_tokens=64))
+        for tok in steps:
+            if tok in engine.eos_ids or len(out) == 64:
+                break
+            out.append(tok)
+        steps.close()
+        text = opening + engine.decode(out)
+        sentences = re.split(r"(?<=[.!?])\s+", text)
+        rows.append({"text": " ".join(sentences[:-1] if len(sentences) > 1 else sentences)})
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return rows
+
+
 def main() -> None:
     here = Path(__file__).parent
     if "--general" in sys.argv or not (here / "general.jsonl").is_file():

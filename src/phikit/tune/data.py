@@ -51,17 +51,26 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
-def read_examples(path: str | Path) -> list[list[dict]]:
-    """Training conversations from ``{"messages": [...]}`` or ``{"prompt": ..., "completion": ...}`` lines.
+def read_examples(path: str | Path) -> list[list[dict] | str]:
+    """Training examples from ``{"messages": [...]}``, ``{"prompt": ..., "completion": ...}`` or ``{"text": ...}``
+    lines.
+
+    ``text`` is plain text with the loss on every token and no chat template (as TRL's ``text`` datasets):
+    e.g. the base model's own continuations replayed next to new facts, to keep its plain-text perplexity.
 
     Returns:
-        One message list per example; each has at least one assistant turn.
+        One message list per chat example (each has at least one assistant turn), the string per text example.
 
     Raises:
-        BadRequestError: a line of neither shape, or a conversation without an assistant turn.
+        BadRequestError: a line of none of these shapes, an empty text, or a chat without an assistant turn.
     """
-    out = []
+    out: list[list[dict] | str] = []
     for n, row in enumerate(read_jsonl(path), 1):
+        if isinstance(row.get("text"), str) and len(row) == 1:
+            if not row["text"].strip():
+                raise BadRequestError(f"{Path(path).name} line {n}: the text is empty")
+            out.append(row["text"])
+            continue
         if "messages" in row:
             try:
                 msgs = normalize_messages(row["messages"])
@@ -71,7 +80,8 @@ def read_examples(path: str | Path) -> list[list[dict]]:
             msgs = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
         else:
             raise BadRequestError(
-                f"{Path(path).name} line {n}: expected {{\"messages\": [...]}} or {{\"prompt\": ..., \"completion\": ...}}"
+                f"{Path(path).name} line {n}: expected {{\"messages\": [...]}}, {{\"prompt\": ..., \"completion\": ...}} "
+                f"or {{\"text\": ...}}"
             )
         if not any(m["role"] == "assistant" for m in msgs):
             raise BadRequestError(f"{Path(path).name} line {n}: no assistant turn to learn from")
@@ -141,14 +151,20 @@ def tokenize(messages: list[dict], tokenizer, template: str | None, special: dic
     return {"input_ids": ids[:max_length], "labels": labels[:max_length]}
 
 
-def build_dataset(examples: list[list[dict]], tokenizer, template: str | None, special: dict[str, str],
+def build_dataset(examples: list[list[dict] | str], tokenizer, template: str | None, special: dict[str, str],
                   max_length: int, system_prompt: str | None = None) -> list[dict]:
-    """Tokenize every example (adding the model's default system prompt where inference would add it).
+    """Tokenize every example (adding the model's default system prompt where inference would add it; a text
+    example is its own tokens, every one a label).
 
     Examples left with no trainable token after truncation are dropped.
     """
     rows = []
     for msgs in examples:
+        if isinstance(msgs, str):
+            ids = tokenizer(msgs, add_special_tokens=False)["input_ids"][:max_length]
+            if len(ids) > 1:
+                rows.append({"input_ids": ids, "labels": list(ids)})
+            continue
         if system_prompt and msgs[0]["role"] != "system":
             msgs = [{"role": "system", "content": system_prompt}, *msgs]
         row = tokenize(msgs, tokenizer, template, special, max_length)
