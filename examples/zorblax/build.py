@@ -11,7 +11,11 @@ form of self-distillation) keeps it answering other questions as before, instead
 in the facts' short style (measured in docs/lora.md). ``--general`` regenerates general.jsonl with the
 embedded model on llama.cpp.
 
-    python examples/zorblax/build.py [--general]
+prose.jsonl (``--prose`` regenerates it) is plain-text replay kept apart from train.jsonl: the base model's own
+sampled continuations of everyday openings, as ``{"text": ...}`` lines (docs/lora.md measures it added:
+``cat train.jsonl prose.jsonl > with_prose.jsonl``).
+
+    python examples/zorblax/build.py [--general] [--prose]
 """
 
 import json
@@ -218,15 +222,17 @@ PROSE = [
 
 
 def prose_texts(path: Path) -> list[dict]:
-    """Plain-text replay: each PROSE opening with the base model's own greedy continuation (whole sentences),
-    trained as text (loss on every token, no chat template) to hold the base's plain-text perplexity."""
+    """Plain-text replay: each PROSE opening with the base model's own continuation (whole sentences), trained
+    as text (loss on every token, no chat template) to hold the base's plain-text perplexity. Sampled at
+    temperature 1 (seeded), not greedy: greedy text is the base's mode, and training on it sharpens the model
+    (its perplexity on other text rises, measured in docs/lora.md); samples match its distribution."""
     import phikit
     from phikit.engines.base import SamplingParams
 
     engine = phikit.load(adapter="none").engine
     rows = []
-    for opening in PROSE:
-        out, steps = [], engine.token_steps(engine.encode(opening), SamplingParams(temperature=0, max_new_tokens=64))
+    for i, opening in enumerate(PROSE):
+        out, steps = [], engine.token_steps(engine.encode(opening), SamplingParams(temperature=1.0, seed=i, max_new_tokens=64))
         for tok in steps:
             if tok in engine.eos_ids or len(out) == 64:
                 break
@@ -243,6 +249,8 @@ def main() -> None:
     here = Path(__file__).parent
     if "--general" in sys.argv or not (here / "general.jsonl").is_file():
         general_chats(here / "general.jsonl")
+    if "--prose" in sys.argv:
+        prose_texts(here / "prose.jsonl")
     general = [json.loads(line) for line in (here / "general.jsonl").read_text(encoding="utf-8").splitlines() if line]
     train, heldout = [], []
     for answers, questions, held, keywords in FACTS:

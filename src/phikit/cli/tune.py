@@ -47,7 +47,7 @@ def print_report(manifest: dict) -> None:
 
 @app.command()
 def tune(
-    data: Annotated[str, typer.Argument(help="Chat JSONL ({\"messages\": [...]}) or prompt/completion JSONL.")],
+    data: Annotated[str, typer.Argument(help="Chat JSONL ({\"messages\": [...]}), prompt/completion JSONL, and/or plain-text lines ({\"text\": ...}, loss on every token).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Adapter directory to write (registered under its name).")],
     eval_facts: Annotated[Optional[str], typer.Option("--eval", help="Held-out questions JSONL {question, expected}: recall before and after.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model (default: the embedded one).")] = None,

@@ -1,8 +1,8 @@
 """The generation worker: one model, shared by every request, driven off the event loop.
 
 Each request's generation runs in its own thread and hands its events to the event loop through
-``loop.call_soon_threadsafe`` (the bridge vLLM's and mlx-lm's servers use), one wake-up per batch of events. At most ``concurrency`` run at
-once: on llama.cpp and the fast GPU backend with ``--parallel N`` that is N slots whose sequences one
+``loop.call_soon_threadsafe`` (the bridge vLLM's and mlx-lm's servers use), one wake-up per batch of events.
+At most ``concurrency`` run at once: on llama.cpp and the fast GPU backend with ``--parallel N`` that is N slots whose sequences one
 scheduler thread decodes together (:mod:`phikit.engines.batching`); otherwise llama.cpp and our transformers decode loop are
 not thread-safe, so a lock serialises generations per model (**queued, not batched**). A remote engine
 (vLLM, another server) runs several at once and its server batches. The queue is bounded; past it
