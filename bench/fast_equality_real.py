@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from phikit.engines.batching import common_prefix
+
 ROOT = Path(__file__).resolve().parents[1]
 LENGTHS = [100, 250, 500, 800, 1200, 1600, 2000, 2500, 3000, 3500, 3900, 4080, 4200, 4500, 5000, 5500, 6000, 6500,
            7000, 7500]
@@ -60,10 +62,6 @@ def corpus_ids(tok, need: int) -> list[int]:
     return ids
 
 
-def first_difference(a: list[int], b: list[int]) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-
-
 def hf_greedy(model, ids: torch.Tensor, new: int) -> tuple[list[int], list[float]]:
     """transformers' greedy tokens and, per step, the gap between its top two logits.
 
@@ -75,7 +73,7 @@ def hf_greedy(model, ids: torch.Tensor, new: int) -> tuple[list[int], list[float
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
                          do_sample=False, output_scores=True, return_dict_in_generate=True, pad_token_id=0,
                          use_cache=not n <= switch < n + new)
-    gaps = [float((lambda t: t[0] - t[1])(s[0].float().topk(2).values)) for s in out.scores]
+    gaps = [float(top[0] - top[1]) for top in (s[0].float().topk(2).values for s in out.scores)]
     return out.sequences[0, ids.shape[1]:].tolist(), gaps
 
 
@@ -88,7 +86,7 @@ def fast_greedy(fast, graphs, ids: torch.Tensor, new: int) -> list[int]:
 def compare(name: str, ref: list[list[int]], gaps: list[list[float]], other: list[list[int]], lengths: list[int]) -> dict:
     rows = []
     for n, r, g, o in zip(lengths, ref, gaps, other):
-        k = first_difference(r, o)
+        k = common_prefix(r, o)
         rows.append({"prompt_tokens": n, "equal_prefix": k, "same": k == len(r),
                      "ref_top2_gap_at_difference": None if k == len(r) else round(g[k], 4),
                      "agreement": round(sum(x == y for x, y in zip(r, o)) / len(r), 3)})

@@ -6,7 +6,7 @@ import sys
 import torch
 
 sys.path.insert(0, "bench")
-from fast_equality_real import corpus_ids, first_difference, load_llama
+from fast_equality_real import common_prefix, corpus_ids, load_llama
 
 from phikit.engines.fast import generate as gen
 from phikit.engines.fast.engine import build
@@ -24,4 +24,4 @@ for i, n in [(11, 4080), (2, 4090), (0, 3000)]:
         cached = hf.generate(p, max_new_tokens=32, min_new_tokens=32, do_sample=False, pad_token_id=0)[0, n:].tolist()
         nocache = hf.generate(p, max_new_tokens=32, min_new_tokens=32, do_sample=False, pad_token_id=0, use_cache=False)[0, n:].tolist()
     f = gen.generate(fast, graphs, p, 32)[0].tolist()
-    print(n, "HF cached vs no-cache: equal prefix", first_difference(cached, nocache), "| fast vs HF no-cache:", first_difference(f, nocache), "| fast vs HF cached:", first_difference(f, cached), flush=True)
+    print(n, "HF cached vs no-cache: equal prefix", common_prefix(cached, nocache), "| fast vs HF no-cache:", common_prefix(f, nocache), "| fast vs HF cached:", common_prefix(f, cached), flush=True)

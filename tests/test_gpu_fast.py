@@ -53,23 +53,13 @@ def ids(n: int, seed: int):
 def test_graph_replay_matches_eager_steps(pair, compiled):
     """The captured step computes what the eager step computes, and capturing mid-generation (after prefill)
     leaves the prompt's cache intact; graphs are kept per (batch, cache bucket)."""
+    import torch
 
     from phikit.engines.fast import generate as gen
 
     _, model = pair
     if compiled:
-        assert gen.compile_ops()
-    try:
-        _graph_replay_matches_eager(model)
-    finally:
-        gen.uncompile_ops()  # the compiled pieces are process-wide: the CPU tests after this one run eager
-
-
-def _graph_replay_matches_eager(model) -> None:
-    import torch
-
-    from phikit.engines.fast import generate as gen
-
+        assert gen.compile_ops()  # undone after the test (eager_pieces_after)
     n = 300
     kv_len = gen.bucket(n + 8)
     model.setup_caches(1, kv_len)

@@ -192,6 +192,10 @@ FACTS = [
 ]
 
 
+def sentences(text: str) -> list[str]:
+    return re.split(r"(?<=[.!?])\s+", text)
+
+
 def general_chats(path: Path) -> list[dict]:
     """The replay chats: each GENERAL question with the base model's own greedy answer (two sentences)."""
     import phikit
@@ -200,7 +204,7 @@ def general_chats(path: Path) -> list[dict]:
     rows = []
     for q in GENERAL:
         text = llm.chat(q, temperature=0, max_new_tokens=80).text.strip()
-        answer = " ".join(re.split(r"(?<=[.!?])\s+", text)[:2])
+        answer = " ".join(sentences(text)[:2])
         rows.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": answer}]})
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return rows
@@ -239,8 +243,8 @@ def prose_texts(path: Path) -> list[dict]:
             out.append(tok)
         steps.close()
         text = opening + engine.decode(out)
-        sentences = re.split(r"(?<=[.!?])\s+", text)
-        rows.append({"text": " ".join(sentences[:-1] if len(sentences) > 1 else sentences)})
+        parts = sentences(text)  # drop the last, unfinished one
+        rows.append({"text": " ".join(parts[:-1] if len(parts) > 1 else parts)})
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return rows
 

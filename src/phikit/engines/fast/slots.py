@@ -157,7 +157,8 @@ class FastBatcher(SlotScheduler):
             return self._flush()
         group = self._next_group(running)
         mine = [s for s in running if s.group == group]
-        if not all(plain_greedy(s.params) and not gen.recompute_at(self.model, s.pos) for s in mine):
+        greedy = all(plain_greedy(s.params) for s in mine)
+        if not greedy or any(gen.recompute_at(self.model, s.pos) for s in mine):
             self._flush()  # these rows need every token on the host first (sampling state, a recompute)
             mine = [s for s in mine if self._slots[s.slot] is s]
         for seq in [s for s in mine if s.pos >= self.slot_ctx]:
@@ -175,7 +176,7 @@ class FastBatcher(SlotScheduler):
         if not mine:
             return True
         logits = self._launch(mine)
-        if all(plain_greedy(s.params) for s in mine):
+        if greedy:
             self._pick_ahead(mine, logits)
         else:
             self._sample(mine, logits)
