@@ -161,6 +161,28 @@ def test_prefix_reuse_prefill_logits_equal_cold(pair):
     torch.testing.assert_close(warm, cold_logits, rtol=1e-5, atol=1e-5)
 
 
+def test_prefill_rows_equals_one_row_prefills(pair):
+    """Prefilling several slots in one forward (different lengths, one row after a cached prefix, padding at
+    the scratch position) gives each row its own prefill's logits and the same KV cache."""
+    ref, _ = pair
+    m = ref.model
+    m.setup_caches(4, ORIG * 4)
+    shared = ids(20, 81)
+    prompts = [ids(9, 82), ids(33, 83, shared), ids(60, 84)]  # the longest ends just below LongRoPE's switch
+    singles = [gen.prefill(m, torch.tensor([p]), torch.arange(len(p)))[0] for p in prompts]
+    cache_row0 = m.model.layers[-1].self_attn.k_cache[0, :, :60].clone()  # prompts[2]'s keys, prefilled last
+    gen.prefill(m, torch.tensor([shared]), torch.arange(20), slot=3)  # slot 3 holds the shared prefix
+    starts, slots = [0, 20, 0], [1, 3, 2]
+    todo = [p[s:] for p, s in zip(prompts, starts)]
+    width, scratch = max(map(len, todo)), m.max_len - 1
+    tokens = torch.tensor([t + [0] * (width - len(t)) for t in todo])
+    positions = torch.tensor([list(range(s, s + len(t))) + [scratch] * (width - len(t)) for s, t in zip(starts, todo)])
+    got = m.prefill_rows(tokens, positions, torch.tensor(slots), torch.tensor([len(t) - 1 for t in todo]), kv_len=60)
+    for row in range(3):
+        torch.testing.assert_close(got[row], singles[row], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(m.model.layers[-1].self_attn.k_cache[2, :, :60], cache_row0)
+
+
 def test_batched_step_logits_equal_single_rows(pair):
     """One decode step over rows at different positions (per-row rotary, cache write and mask) gives each
     row the logits of its own one-row step; an idle row at the scratch position changes nothing."""

@@ -18,12 +18,21 @@ from . import model as model_mod
 from .model import Transformer
 
 MIN_BUCKET = 1024
+PREFILL_BUCKETS = (16, 32, 64, 128, 256, 512)  # prompt lengths whose one-row prefill is replayed from a graph
 
 
 def bucket(n: int, limit: int | None = None) -> int:
     """The cache length for ``n`` positions: the next power of two, at least :data:`MIN_BUCKET`, at most ``limit``."""
     b = max(MIN_BUCKET, 1 << max(0, n - 1).bit_length())
     return min(b, limit) if limit else b
+
+
+def to_device(rows: list[list[int]], device: torch.device) -> torch.Tensor:
+    """``rows`` as an int64 tensor [len(rows), n] on ``device``. On CUDA the copy goes through pinned memory
+    with ``non_blocking``, so it is queued on the stream instead of waiting for the GPU to finish its
+    queued work (a plain ``torch.tensor(..., device="cuda")`` copies from pageable memory and waits)."""
+    t = torch.tensor(rows, dtype=torch.long)
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
 
 
 @torch.inference_mode()
@@ -158,6 +167,81 @@ class DecodeGraphs:
         with torch.cuda.graph(graph):
             logits = step(self.model, tok, input_pos, kv_len)
         return graph, tok, input_pos, logits
+
+
+class PrefillGraphs:
+    """One sequence's prefill of up to 512 tokens (after any cached prefix in its slot), replayed from a CUDA
+    graph per (token bucket, cache-length bucket): an eager prefill is ~1,300 kernel launches from Python, which
+    on a busy server cost more than the GPU's work for a short prompt. vLLM V1 likewise replays captured graphs
+    for batches of up to 512 tokens. The prompt is padded to its bucket at the scratch position
+    (:meth:`.model.Transformer.prefill_rows`). On CPU (or ``enabled=False``) the same padded forward runs eagerly.
+    """
+
+    def __init__(self, model: Transformer, enabled: bool = True):
+        self.model = model
+        self.enabled = enabled and model.device.type == "cuda"
+        self.graphs: dict[tuple[int, int], tuple] = {}
+        self.version = model.cache_version
+
+    def fits(self, n: int, start: int) -> bool:
+        """Whether ``n`` tokens after ``start`` cached ones can be prefilled here (short rotary factors only)."""
+        end = start + n
+        return n <= PREFILL_BUCKETS[-1] and (self.model.args.long_factor is None
+                                             or end <= self.model.args.original_max_position)
+
+    @torch.inference_mode()
+    def prefill(self, tokens: list[int], start: int, slot: int) -> torch.Tensor:
+        """Prefill ``tokens`` into cache row ``slot`` at positions ``start`` on; returns the last token's logits
+        [V] (fp32). Requires :meth:`fits`."""
+        m, n = self.model, len(tokens)
+        t = next(b for b in PREFILL_BUCKETS if b >= n)
+        kv_len = bucket(start + n, m.max_len)
+        scratch = m.max_len - 1
+        host = to_device([tokens + [0] * (t - n), [*range(start, start + n)] + [scratch] * (t - n),
+                          [slot, n - 1] + [0] * (t - 2)],
+                         m.device)
+        if not self.enabled:
+            return m.prefill_rows(host[0:1], host[1:2], host[2, :1], host[2, 1:2], kv_len)[0]
+        graph, static, logits = self._graph(t, kv_len)
+        static.copy_(host)
+        graph.replay()
+        return logits[0]
+
+    def warm(self, kv_len: int) -> None:
+        """Capture every token bucket's graph at cache length ``kv_len`` now (at start-up, not on a request)."""
+        if self.enabled:
+            for t in PREFILL_BUCKETS:
+                self._graph(t, kv_len)
+
+    def _graph(self, t: int, kv_len: int) -> tuple:
+        if self.version != self.model.cache_version:  # the cache was reallocated: old graphs point at freed memory
+            self.graphs.clear()
+            self.version = self.model.cache_version
+        if (t, kv_len) not in self.graphs:
+            self.graphs[t, kv_len] = self.capture(t, kv_len)
+        return self.graphs[t, kv_len]
+
+    @torch.inference_mode()
+    def capture(self, t: int, kv_len: int) -> tuple:
+        """Warm up on a side stream, then capture. The static inputs start at the scratch position of row 0,
+        so the warm-up writes nothing any slot reads."""
+        m = self.model
+        static = torch.zeros(3, t, dtype=torch.long, device=m.device)  # tokens, positions, [slot, last]
+        static[1].fill_(m.max_len - 1)
+
+        def run():
+            return m.prefill_rows(static[0:1], static[1:2], static[2, :1], static[2, 1:2], kv_len)
+
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                run()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            logits = run()
+        return graph, static, logits
 
 
 @torch.inference_mode()

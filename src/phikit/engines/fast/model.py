@@ -171,12 +171,16 @@ class Attention(nn.Module):
         self.v_cache: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, input_pos: torch.Tensor,
-                mask: torch.Tensor | None, ops: Ops = EAGER, slot: int = 0, start: int = 0) -> torch.Tensor:
+                mask: torch.Tensor | None, ops: Ops = EAGER, slot: int = 0, start: int = 0,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
         # x: [B, T, C] -> [B, T, C].
         # Prefill (mask None): cos, sin [T, R]; input_pos [T] = start .. start+T-1; rows slot .. slot+B-1 of the
         #   cache; causal attention over the cached [0, start) and the T new tokens.
         # Decode (mask [B, 1, 1, S], 0 / -inf): T == 1; cos, sin [B, 1, 1, R]; input_pos [B], each row's own
         #   position (slots at different lengths); rows 0 .. B-1; attention over cache positions [0, S).
+        # Rows prefill (rows [B] given, mask [B, 1, T, S] bool): row i is cache row rows[i], its tokens at
+        #   input_pos[i] ([B, T]; padding at the scratch position); cos, sin [B, 1, T, R]; attention over
+        #   the row's cache positions [0, S) allowed by the mask (its cached prefix and its own earlier tokens).
         a = self.args
         b, t, _ = x.shape
         nq, nk = a.n_head * a.head_dim, a.n_kv_head * a.head_dim
@@ -186,7 +190,14 @@ class Attention(nn.Module):
         v = qkv[..., nq + nk:].view(b, t, a.n_kv_head, a.head_dim).transpose(1, 2)
         q, k = ops.rotate_qk(q, k, cos, sin)
         rep = a.n_head // a.n_kv_head
-        if mask is None:
+        if rows is not None:
+            self.k_cache[rows[:, None], :, input_pos] = k.transpose(1, 2)  # [B, T, Hkv, D] at each row's positions
+            self.v_cache[rows[:, None], :, input_pos] = v.transpose(1, 2)
+            kv_len = mask.shape[-1]
+            k, v = self.k_cache[rows, :, :kv_len], self.v_cache[rows, :, :kv_len]  # [B, Hkv, S, D]
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, T, D]
+        elif mask is None:
             self.k_cache[slot: slot + b].index_copy_(2, input_pos, k)
             self.v_cache[slot: slot + b].index_copy_(2, input_pos, v)
             if start:  # prefix reuse: the first `start` positions' keys and values are already in the slot
@@ -232,11 +243,11 @@ class Block(nn.Module):
         self.input_layernorm = RMSNorm(args.dim, args.norm_eps)
         self.post_attention_layernorm = RMSNorm(args.dim, args.norm_eps)
 
-    def forward(self, x, cos, sin, input_pos, mask, slot: int = 0, start: int = 0):
-        # x: [B, T, C] -> [B, T, C]; the one-token step (mask given) uses the STEP pieces
-        ops = EAGER if mask is None else STEP
+    def forward(self, x, cos, sin, input_pos, mask, slot: int = 0, start: int = 0, rows=None):
+        # x: [B, T, C] -> [B, T, C]; the one-token step (a mask, no rows) uses the STEP pieces
+        ops = EAGER if mask is None or rows is not None else STEP
         n1, n2 = self.input_layernorm, self.post_attention_layernorm
-        attn = self.self_attn(ops.rms_norm(x, n1.weight, n1.eps), cos, sin, input_pos, mask, ops, slot, start)
+        attn = self.self_attn(ops.rms_norm(x, n1.weight, n1.eps), cos, sin, input_pos, mask, ops, slot, start, rows)
         h, normed = ops.add_rms_norm(x, attn, n2.weight, n2.eps)
         return h + self.mlp(normed, ops)
 
@@ -330,3 +341,22 @@ class Transformer(nn.Module):
         for layer in self.model.layers:
             x = layer(x, rope[0], rope[1], input_pos, mask, slot, start)
         return self.logits(x[:, -1:] if last_only else x)
+
+    @torch.inference_mode()
+    def prefill_rows(self, idx: torch.Tensor, input_pos: torch.Tensor, rows: torch.Tensor, last: torch.Tensor,
+                     kv_len: int) -> torch.Tensor:
+        """Prefill several slots in one forward: prompts of different lengths, each after its own cached prefix.
+
+        idx: [B, T] tokens, row i going to cache row ``rows[i]`` at positions ``input_pos[i]`` ([B, T]; a
+        shorter row is padded with any token at position ``max_len - 1``, the scratch position no slot uses);
+        last: [B] index in T of each row's last real token; kv_len: 1 + the highest real position.
+        Every position must be below ``original_max_position`` (the short rotary factors; a longer prompt is prefilled alone).
+        Returns the last real tokens' logits [B, V] (fp32). Each row attends to its own cache row's
+        positions up to its own, exactly what :meth:`forward`'s prefill with ``start`` does one row at a time.
+        """
+        allowed = torch.arange(kv_len, device=idx.device) <= input_pos[..., None]  # [B, T, S]
+        rope = self.step_rope[:, input_pos][:, :, None]  # [2, B, 1, T, R]
+        x = self.model.embed_tokens(idx)
+        for layer in self.model.layers:
+            x = layer(x, rope[0], rope[1], input_pos, allowed[:, None], rows=rows)
+        return self.logits(x[torch.arange(idx.shape[0], device=idx.device), last][:, None])[:, 0].float()

@@ -36,6 +36,7 @@ from ...errors import BadRequestError
 from ..base import SamplingParams
 from ..batching import Seq, SlotScheduler
 from . import generate as gen
+from .generate import to_device
 from .model import Transformer
 
 PREFILL_TOKENS = 2048  # prompt tokens prefilled per step at most (at least one whole prompt)
@@ -56,12 +57,12 @@ class Ahead:
     """A decode step's greedy picks that the host has not read yet.
 
     Attributes:
-        index: each sequence of the step -> its row in ``picks`` (in step order).
-        picks: [n] token ids on the model's device (the next step's inputs); host: their copy on its way.
+        seqs: the step's sequences; each one's pick is at its slot's row.
+        picks: [B] token ids on the model's device (the next step's inputs); host: their copy on its way.
         ready: a CUDA event recorded after the copy (None on the CPU, where the copy is done at once).
     """
 
-    index: dict[Seq, int]
+    seqs: list[Seq]
     picks: torch.Tensor
     host: torch.Tensor
     ready: Any
@@ -86,6 +87,7 @@ class FastBatcher(SlotScheduler):
                  on_group: Callable[[Hashable], None] | None = None):
         super().__init__(n_slots, prefix_cache=prefix_cache, eos_ids=eos_ids)
         self.model, self.graphs, self.lock, self.on_group = model, graphs, lock, on_group
+        self.prefills = gen.PrefillGraphs(model, enabled=graphs.enabled)
         self.cache_len, self.slot_ctx = cache_len, cache_len - 1
         if model.args.long_factor is not None:
             self.reuse_limit = model.args.original_max_position
@@ -95,8 +97,8 @@ class FastBatcher(SlotScheduler):
             self._cache_version = model.cache_version
 
     def warm(self) -> None:
-        """Capture the step's graph for every batch bucket at the shortest cache bucket now (compiling the
-        pieces for each batch size), as vLLM captures its graphs at start-up, so the first requests of a
+        """Capture the step's graph for every batch bucket, and the prefill's for every length bucket, at the
+        shortest cache bucket now (compiling the pieces for each batch size), as vLLM captures its graphs at start-up, so the first requests of a
         busy server do not wait for it. Idle rows only: writes nothing but the scratch position."""
         if not self.graphs.enabled:
             return
@@ -106,6 +108,7 @@ class FastBatcher(SlotScheduler):
             for b in sizes:
                 scratch = torch.full((b,), self.cache_len - 1, device=dev)
                 self.graphs.step(torch.zeros(b, 1, dtype=torch.long, device=dev), scratch, gen.bucket(1, self.cache_len))
+            self.prefills.warm(gen.bucket(1, self.cache_len))  # and a short prompt's prefill
 
     def _reset(self) -> None:
         self._ahead = None  # stale KV is overwritten before it is read; reuse trusts only ``_cached`` (cleared by the caller)
@@ -125,31 +128,51 @@ class FastBatcher(SlotScheduler):
         return joined or decoded
 
     def _join(self) -> bool:
-        budget, joined = PREFILL_TOKENS, False
+        """Seat waiting sequences and prefill them, up to :data:`PREFILL_TOKENS` prompt tokens: consecutive
+        seats of one adapter group in one forward (:meth:`_prefill_together`), a prompt past LongRoPE's
+        switch alone; each sequence's first token is sampled from its prefill's logits."""
+        budget, batch = PREFILL_TOKENS, []
         while budget > 0 and (nxt := self._next_waiting()) is not None:
             seq, free = nxt
             if len(seq.prompt) + 1 > self.slot_ctx:
                 seq.out.put(BadRequestError(f"the prompt ({len(seq.prompt)} tokens) does not fit a slot's "
                                             f"{self.slot_ctx}-token context window; shorten it"))
                 continue
-            slot = self._take_slot(seq, free)
-            start, todo = seq.pos, seq.todo
-            try:
-                if seq.params.seed is not None and not seq.params.greedy:
-                    seq.sampler = torch.Generator(device=self.model.device).manual_seed(seq.params.seed)
-                self._use_group(seq.group)
-                logits = self._prefill(seq, todo, start)
-            except Exception as exc:  # noqa: BLE001 - this request's error; the slot's KV is now unknown
-                self._cached[slot] = []
+            self._take_slot(seq, free)
+            if seq.params.seed is not None and not seq.params.greedy:
+                seq.sampler = torch.Generator(device=self.model.device).manual_seed(seq.params.seed)
+            budget -= len(seq.todo)
+            long = self.model.args.long_factor is not None and len(seq.prompt) > self.model.args.original_max_position
+            if batch and (long or batch[0].group != seq.group):
+                self._prefill_together(batch)
+                batch = []
+            batch.append(seq)
+            if long:
+                self._prefill_together(batch)
+                batch = []
+        if batch:
+            self._prefill_together(batch)
+        return budget < PREFILL_TOKENS
+
+    def _prefill_together(self, seqs: list[Seq]) -> None:
+        """Prefill the seated ``seqs`` (one adapter group) in one forward, record what each slot now caches,
+        and sample each one's first token. A failure is those requests' error; their slots' KV is then unknown."""
+        try:
+            self._use_group(seqs[0].group)
+            if len(seqs) == 1:
+                logits = self._prefill(seqs[0], seqs[0].todo, seqs[0].pos)[None]
+            else:
+                logits = self._prefill_rows(seqs)
+        except Exception as exc:  # noqa: BLE001
+            for seq in seqs:
+                self._cached[seq.slot] = []
                 self._finish(seq, exc)
-                continue
+            return
+        for seq in seqs:
             short = self.reuse_limit is None or len(seq.prompt) <= self.reuse_limit
-            self._cached[slot] = list(seq.prompt) if short else []
+            self._cached[seq.slot] = list(seq.prompt) if short else []
             seq.pos = len(seq.prompt)
-            budget -= len(todo)
-            joined = True
-            self._sample([seq], logits[None])
-        return joined
+        self._sample(seqs, logits)
 
     def _decode(self) -> bool:
         running = [s for s in self._slots if s is not None and s.todo and not s.gone()]
@@ -179,34 +202,39 @@ class FastBatcher(SlotScheduler):
         if greedy:
             self._pick_ahead(mine, logits)
         else:
-            self._sample(mine, logits)
+            self._sample(mine, logits[[s.slot for s in mine]])
         return True
 
     def _launch(self, mine: list[Seq]) -> torch.Tensor:
-        """Queue one decode step for ``mine`` (one graph replay); returns their logits [len(mine), V], on the GPU.
+        """Queue one decode step for ``mine`` (one graph replay); returns the step's logits [B, V] on the GPU,
+        row ``seq.slot`` for each sequence (B the batch bucket; other rows are idle).
 
         A row's input token is its last sample: on the host (``seq.todo``), or, for a row whose last step is
-        still ahead of the host (:meth:`_pick_ahead`), taken on the GPU from that step's picks."""
+        still ahead of the host (:meth:`_pick_ahead`), taken on the GPU from that step's picks. The inputs go
+        over in one copy that does not wait for the GPU (:func:`to_device`), so the step queues behind the
+        one still running."""
         dev, ahead = self.model.device, self._ahead
+        fed = set(ahead.seqs) if ahead is not None else set()  # rows whose last pick is still on the GPU
         b = batch_bucket(max(s.slot for s in mine) + 1, self.n_slots)
         kv_len = gen.bucket(max(s.pos for s in mine) + 1, self.cache_len)
-        tokens, positions = [0] * b, [self.cache_len - 1] * b  # idle rows: token 0 at the scratch position
-        rows, picks = [], []  # rows fed from the GPU, and where their token is in the last step's picks
-        for seq in mine:
+        # per row: its token from the host, its position, and 1 if its token is the last step's pick instead
+        tokens, positions, from_picks = [0] * b, [self.cache_len - 1] * b, [0] * b
+        for seq in mine:  # idle rows: token 0 at the scratch position
             positions[seq.slot] = seq.pos
-            if ahead is not None and seq in ahead.index:
-                rows.append(seq.slot)
-                picks.append(ahead.index[seq])
+            if seq in fed:
+                from_picks[seq.slot] = 1
             else:
                 tokens[seq.slot] = seq.todo[0]
-        tok = torch.tensor(tokens, device=dev)
-        if rows:
-            tok[torch.tensor(rows, device=dev)] = ahead.picks[torch.tensor(picks, device=dev)]
-        logits = self.graphs.step(tok[:, None], torch.tensor(positions, device=dev), kv_len)
+        inputs = to_device([tokens, positions, from_picks], dev)
+        tok = inputs[0]
+        if any(from_picks):  # the last step's picks, resized to this step's rows (a row's pick is at its slot)
+            last = ahead.picks[:b] if len(ahead.picks) >= b else torch.cat([ahead.picks, tok[len(ahead.picks):]])
+            tok = torch.where(inputs[2] == 1, last, tok)
+        logits = self.graphs.step(tok[:, None], inputs[1], kv_len)
         self._count_step(len(mine), len(mine))
         for seq in mine:
             seq.pos += 1
-        return logits[[s.slot for s in mine]]
+        return logits
 
     def _pick_ahead(self, mine: list[Seq], logits: torch.Tensor) -> None:
         """Greedy picks stay on the GPU and feed the next step; the host reads and emits them one step later.
@@ -214,13 +242,13 @@ class FastBatcher(SlotScheduler):
         So the host's work for a step (handing out tokens, admitting requests, building the next inputs)
         overlaps the GPU's next step instead of leaving it idle, as vLLM's asynchronous scheduling does. A row
         that ends on a token decodes one step more than it needs; that pick is dropped."""
-        picks = logits.argmax(-1)
+        picks = logits.argmax(-1)  # [B]: every row of the step, read at each sequence's slot
         host = picks.to("cpu", non_blocking=True)
         ready = None
         if picks.is_cuda:
             ready = torch.cuda.Event()
             ready.record()
-        last, self._ahead = self._ahead, Ahead({s: i for i, s in enumerate(mine)}, picks, host, ready)
+        last, self._ahead = self._ahead, Ahead(list(mine), picks, host, ready)
         if last is not None:
             self._emit_ahead(last)
 
@@ -234,17 +262,34 @@ class FastBatcher(SlotScheduler):
     def _emit_ahead(self, ahead: Ahead) -> None:
         if ahead.ready is not None:
             ahead.ready.synchronize()
-        for seq, tok in zip(ahead.index, ahead.host.tolist()):
+        host = ahead.host.tolist()
+        for seq in ahead.seqs:
             if self._slots[seq.slot] is seq:  # not finished, failed or cancelled meanwhile
-                self._emit(seq, tok)
+                self._emit(seq, host[seq.slot])
 
     def _prefill(self, seq: Seq, tokens: list[int], start: int) -> torch.Tensor:
         """Prefill ``tokens`` into ``seq``'s slot at positions ``start`` on (keeping what the slot holds before
         ``start``), as one step of its own; returns the last position's logits [V] (fp32)."""
-        dev = self.model.device
-        logits = gen.prefill(self.model, torch.tensor([tokens], device=dev),
-                             torch.arange(start, start + len(tokens), device=dev), slot=seq.slot, start=start)[0]
+        if self.prefills.fits(len(tokens), start):  # a short prompt: one graph replay instead of ~1,300 launches
+            logits = self.prefills.prefill(tokens, start, seq.slot)
+        else:
+            dev = self.model.device
+            logits = gen.prefill(self.model, torch.tensor([tokens], device=dev),
+                                 torch.arange(start, start + len(tokens), device=dev), slot=seq.slot, start=start)[0]
         self._count_step(len(tokens), 1)
+        return logits
+
+    def _prefill_rows(self, seqs: list[Seq]) -> torch.Tensor:
+        """Prefill each sequence's ``todo`` at its own slot and positions in one forward (rows padded to the
+        longest at the scratch position); returns their last tokens' logits [len(seqs), V] (fp32)."""
+        dev, width = self.model.device, max(len(s.todo) for s in seqs)
+        scratch = self.cache_len - 1
+        tokens = [s.todo + [0] * (width - len(s.todo)) for s in seqs]
+        positions = [list(range(s.pos, s.pos + len(s.todo))) + [scratch] * (width - len(s.todo)) for s in seqs]
+        rows = to_device([[s.slot for s in seqs], [len(s.todo) - 1 for s in seqs]], dev)
+        logits = self.model.prefill_rows(to_device(tokens, dev), to_device(positions, dev), rows[0], rows[1],
+                                         kv_len=max(s.pos + len(s.todo) for s in seqs))
+        self._count_step(sum(len(s.todo) for s in seqs), len(seqs))
         return logits
 
     def _recompute(self, seq: Seq) -> None:
