@@ -183,6 +183,20 @@ def test_prefill_rows_equals_one_row_prefills(pair):
     torch.testing.assert_close(m.model.layers[-1].self_attn.k_cache[2, :, :60], cache_row0)
 
 
+def test_prefill_graphs_padded_prompt_equals_plain_prefill(pair):
+    """PrefillGraphs (on CPU: the same padded forward, run eagerly) pads a prompt to its length bucket; the
+    logits equal a plain prefill's, cold and after a cached prefix; a prompt past the switch does not fit."""
+    ref, _ = pair
+    m = ref.model
+    m.setup_caches(2, ORIG * 4)
+    prefills = gen.PrefillGraphs(m)
+    full = ids(45, 91)  # padded to the 64 bucket
+    cold_logits = gen.prefill(m, torch.tensor([full]), torch.arange(45))[0]
+    torch.testing.assert_close(prefills.prefill(full, 0, 1), cold_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(prefills.prefill(full[30:], 30, 1), cold_logits, rtol=1e-5, atol=1e-5)  # row 1 holds 30
+    assert prefills.fits(ORIG, 0) and not prefills.fits(ORIG - 5, 10)
+
+
 def test_batched_step_logits_equal_single_rows(pair):
     """One decode step over rows at different positions (per-row rotary, cache write and mask) gives each
     row the logits of its own one-row step; an idle row at the scratch position changes nothing."""

@@ -126,7 +126,7 @@ def _fast(ref: ModelRef, precision: str, dev: str, n_ctx: int, max_batch: int, c
     notes = []
     if dev == "cuda":
         eng = FastEngine(ref, precision=precision, compile=compile)  # loads, quantizes, compiles, captures
-        model, graphs = eng.model, eng.graphs
+        model, graphs, prefills = eng.model, eng.graphs, eng.prefills
         if compile != "ops":
             notes.append({"step": "the whole one-token step compiled", "none": "nothing compiled"}[compile])
     else:
@@ -136,21 +136,22 @@ def _fast(ref: ModelRef, precision: str, dev: str, n_ctx: int, max_batch: int, c
         from transformers import AutoConfig
 
         model = build(AutoConfig.from_pretrained(path), load_safetensors(path, "cpu"), "cpu", torch.bfloat16)
-        graphs = gen.DecodeGraphs(model)  # no CUDA: the same step, run eagerly
+        graphs, prefills = gen.DecodeGraphs(model), gen.PrefillGraphs(model)  # no CUDA: the same steps, eagerly
         notes.append("CPU, no CUDA graphs (the loop's logic, not its speed)")
     vocab = model.args.vocab_size
     weights = sum(_nbytes(t) for t in model.parameters())
 
     def cell(batch: int, length: int, new: int, runs: int) -> dict:
-        return fast_cell(model, graphs, prompt_ids(batch, length, vocab, dev=dev), new, runs, dev)
+        return fast_cell(model, graphs, prompt_ids(batch, length, vocab, dev=dev), new, runs, dev, prefills)
 
     def close() -> None:
-        nonlocal model, graphs
+        nonlocal model, graphs, prefills
         graphs.graphs.clear()
+        prefills.graphs.clear()
         model.max_batch = model.max_len = 0
         for layer in model.model.layers:
             layer.self_attn.k_cache = layer.self_attn.v_cache = None
-        model = graphs = None
+        model = graphs = prefills = None
 
     label = f"fast-{precision}" + ("" if compile == "ops" or dev != "cuda" else f"-{compile}")
     return Loaded(label, "fast", precision, dev, 0.0, round(weights / 1e9, 2), cell, close,

@@ -79,17 +79,23 @@ def hf_cell(model, ids, new_tokens: int, runs: int, dev: str) -> dict:
     return figures(ttft, total, ids.shape[0] * (new_tokens - 1))
 
 
-def fast_cell(model, graphs, ids, new_tokens: int, runs: int, dev: str) -> dict:
+def fast_cell(model, graphs, ids, new_tokens: int, runs: int, dev: str, prefills=None) -> dict:
     """The fast path's batched greedy loop (``engines.fast.generate.generate``: prefill, then one CUDA-graph
     replay per token, no host sync inside) on ``ids`` [B, T]; TTFT is prefill plus the argmax, synchronised.
-    On CPU ``graphs`` runs the same step eagerly."""
+    On CPU ``graphs`` runs the same step eagerly. With ``prefills`` (a ``PrefillGraphs``), a one-row prompt
+    that fits one is prefilled the way ``FastEngine`` prefills it: a graph replay."""
     import torch
 
     from ..engines.fast import generate as gen
 
     gen.generate(model, graphs, ids, new_tokens)  # warm-up: compile and capture this batch's graph
     pos = torch.arange(ids.shape[1], device=ids.device)
-    ttft = statistics.median(timed(lambda: gen.prefill(model, ids, pos).argmax(-1).cpu(), dev)[0] for _ in range(runs))
+    first = lambda: gen.prefill(model, ids, pos)  # noqa: E731
+    if prefills is not None and ids.shape[0] == 1 and prefills.fits(ids.shape[1], 0):
+        row = ids[0].tolist()
+        first = lambda: prefills.prefill(row, 0, 0)  # noqa: E731
+        first()  # capture
+    ttft = statistics.median(timed(lambda: first().argmax(-1).cpu(), dev)[0] for _ in range(runs))
     total = statistics.median(timed(lambda: gen.generate(model, graphs, ids, new_tokens).cpu(), dev)[0]
                               for _ in range(runs))
     return figures(ttft, total, ids.shape[0] * (new_tokens - 1))
