@@ -23,7 +23,16 @@ from ..base import SamplingParams
 from ..batching import check_slots
 from ..local import HFTokenizerEngine
 from . import lora
-from .generate import DecodeGraphs, PrefillGraphs, bucket, compile_ops, compile_step, prefill, recompute_at, uncompile_ops
+from .generate import (
+    DecodeGraphs,
+    PrefillGraphs,
+    bucket,
+    compile_ops,
+    compile_step,
+    prefill,
+    recompute_at,
+    uncompile_ops,
+)
 from .model import ModelArgs, Transformer
 from .slots import FastBatcher
 

@@ -350,7 +350,8 @@ class Transformer(nn.Module):
         idx: [B, T] tokens, row i going to cache row ``rows[i]`` at positions ``input_pos[i]`` ([B, T]; a
         shorter row is padded with any token at position ``max_len - 1``, the scratch position no slot uses);
         last: [B] index in T of each row's last real token; kv_len: 1 + the highest real position.
-        Every position must be below ``original_max_position`` (the short rotary factors; a longer prompt is prefilled alone).
+        Every position must be below ``original_max_position`` (the short rotary factors; a longer prompt is
+        prefilled alone).
         Returns the last real tokens' logits [B, V] (fp32). Each row attends to its own cache row's
         positions up to its own, exactly what :meth:`forward`'s prefill with ``start`` does one row at a time.
         """

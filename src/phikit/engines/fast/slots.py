@@ -3,11 +3,13 @@
 Cache row ``i`` is slot ``i``. Each scheduler step (:class:`phikit.engines.batching.SlotScheduler` runs the
 loop, frees finished slots and seats waiting requests):
 
-1. **Prefill** newly seated sequences one at a time into their own row, up to a token budget per step (so
-   a burst of arrivals does not stall the running ones for long). A sequence seated in a slot whose cached
-   prompt shares a prefix with its own keeps those positions' keys and values and prefills only the rest
-   (prefix reuse; it attends to the cached prefix exactly as a cold prefill would). Its first token is
-   sampled from the prefill's logits.
+1. **Prefill** newly seated sequences into their own rows, up to a token budget per step (so a burst of
+   arrivals does not stall the running ones for long): several in one forward, each row at its own slot and
+   positions (:meth:`.model.Transformer.prefill_rows`), or one alone from a captured graph when it is short
+   (:class:`.generate.PrefillGraphs`): an eager prefill is ~1,300 kernel launches from Python. A sequence
+   seated in a slot whose cached prompt shares a prefix with its own keeps those positions' keys and values
+   and prefills only the rest (prefix reuse; it attends to the cached prefix exactly as a cold prefill
+   would). Its first token is sampled from the prefill's logits.
 2. **Decode** one token for every running sequence of one adapter group in one captured CUDA graph: the
    graph for ``(batch bucket, cache-length bucket)`` covers rows ``0 .. B-1`` (B the next power of two over
    the highest running slot), each row at its own position (``input_pos`` [B]); rows with nothing to decode
@@ -98,8 +100,9 @@ class FastBatcher(SlotScheduler):
 
     def warm(self) -> None:
         """Capture the step's graph for every batch bucket, and the prefill's for every length bucket, at the
-        shortest cache bucket now (compiling the pieces for each batch size), as vLLM captures its graphs at start-up, so the first requests of a
-        busy server do not wait for it. Idle rows only: writes nothing but the scratch position."""
+        shortest cache bucket now (compiling the pieces for each batch size), as vLLM captures its graphs at
+        start-up, so the first requests of a busy server do not wait for it. Idle rows only: writes nothing
+        but the scratch position."""
         if not self.graphs.enabled:
             return
         dev = self.model.device
@@ -142,7 +145,7 @@ class FastBatcher(SlotScheduler):
             if seq.params.seed is not None and not seq.params.greedy:
                 seq.sampler = torch.Generator(device=self.model.device).manual_seed(seq.params.seed)
             budget -= len(seq.todo)
-            long = self.model.args.long_factor is not None and len(seq.prompt) > self.model.args.original_max_position
+            long = self.reuse_limit is not None and len(seq.prompt) > self.reuse_limit  # past LongRoPE's switch
             if batch and (long or batch[0].group != seq.group):
                 self._prefill_together(batch)
                 batch = []
