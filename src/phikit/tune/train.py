@@ -57,6 +57,7 @@ class TuneConfig:
         eval_split: fraction of the chats held out for eval loss (0 disables it).
         save_steps: checkpoint every this many optimizer steps.
         precision: ``auto`` (nf4 on CUDA, fp32 for GGUF-derived and bf16 for checkpoints on CPU) | nf4 | bf16 | fp32.
+        extra: other transformers ``TrainingArguments`` (Python API only), overriding phikit's.
     """
 
     r: int = 16
@@ -313,18 +314,18 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
         collate, per_step = data_mod.pack, cfg.batch_size
     steps_per_epoch = math.ceil(len(train_rows) / (per_step * cfg.grad_accum))
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.epochs)
-    args = TrainingArguments(
-        output_dir=str(ckpt_dir), per_device_train_batch_size=per_step, per_device_eval_batch_size=cfg.batch_size,
-        prediction_loss_only=True,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate, max_steps=total_steps,
-        lr_scheduler_type="linear", warmup_steps=0, logging_steps=1, save_strategy="steps",
-        save_steps=cfg.save_steps, save_total_limit=2, report_to=[], disable_tqdm=True, seed=cfg.seed,
-        data_seed=cfg.seed, bf16=precision in ("nf4", "bf16") and device == "cuda", use_cpu=device == "cpu",
-        remove_unused_columns=False, dataloader_num_workers=0, optim="adamw_torch", eval_strategy="no",
+    args = TrainingArguments(**{  # cfg.extra: any other TrainingArguments, overriding these
+        "output_dir": str(ckpt_dir), "per_device_train_batch_size": per_step,
+        "per_device_eval_batch_size": cfg.batch_size, "prediction_loss_only": True,
+        "gradient_accumulation_steps": cfg.grad_accum, "learning_rate": cfg.learning_rate, "max_steps": total_steps,
+        "lr_scheduler_type": "linear", "warmup_steps": 0, "logging_steps": 1, "save_strategy": "steps",
+        "save_steps": cfg.save_steps, "save_total_limit": 2, "report_to": [], "disable_tqdm": True, "seed": cfg.seed,
+        "data_seed": cfg.seed, "bf16": precision in ("nf4", "bf16") and device == "cuda", "use_cpu": device == "cpu",
+        "remove_unused_columns": False, "dataloader_num_workers": 0, "optim": "adamw_torch", "eval_strategy": "no",
         **({"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
            if precision == "nf4" else {}),
         **cfg.extra,
-    )
+    })
 
     with_adapter = get_peft_model(base, lora)
     trainer = trainer_cls(model=with_adapter, args=args, train_dataset=train_rows, data_collator=collate,
