@@ -3,11 +3,17 @@ dropout 0.05, the 7 Llama projections), 4 Zorblax chats packed into one row per 
 `phikit tune` (logits only where there is a target); 4 timed steps after 2 warm-up steps, then
 `torch.profiler` over 2 more.
 
-    .venv/bin/python bench/tune_cpu_profile.py
+    .venv/bin/python bench/tune_cpu_profile.py [--steps 4] [--no-profile]
+
+The OpenMP settings are read when torch loads, so compare them across runs, e.g.
+``OMP_WAIT_POLICY=PASSIVE python bench/tune_cpu_profile.py --steps 16 --no-profile`` against
+``GOMP_SPINCOUNT=1000000 ...`` (what ``phikit tune`` sets).
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import time
 
 import torch
@@ -21,13 +27,17 @@ from phikit.tune.train import TARGET_MODULES, load_base
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=4, help="timed steps (after 2 warm-up steps)")
+    ap.add_argument("--no-profile", action="store_true", help="skip the torch.profiler table")
+    args = ap.parse_args()
     ref = resolve(None)
     model, tok = load_base(ref, "fp32", "cpu")
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=TARGET_MODULES["llama"],
                       task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, lora)
     peft_model.train()
-    examples = data_mod.read_examples("examples/zorblax/train.jsonl")[:40]
+    examples = data_mod.read_examples("examples/zorblax/train.jsonl")[: 4 * (args.steps + 4)]
     special = {"bos_token": tok.bos_token or "", "eos_token": tok.eos_token or ""}
     rows = data_mod.build_dataset(examples, tok, tok.chat_template, special, 1024, ref.system_prompt)
     opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-4)
@@ -45,12 +55,15 @@ def main() -> None:
     for i in range(2):
         step(i)
     t0 = time.perf_counter()
-    tokens = sum(step(i) for i in range(2, 6))
-    dt = (time.perf_counter() - t0) / 4
-    print(f"{torch.get_num_threads()} threads, attention {model.config._attn_implementation}: "
-          f"{dt * 1000:.0f} ms a step, {tokens / 4:.0f} tokens a step")
+    tokens = sum(step(i) for i in range(2, 2 + args.steps))
+    dt = (time.perf_counter() - t0) / args.steps
+    omp = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if os.environ.get(k)}
+    print(f"{torch.get_num_threads()} threads, attention {model.config._attn_implementation}, OpenMP {omp or 'defaults'}: "
+          f"{dt * 1000:.0f} ms a step, {tokens / args.steps:.0f} tokens a step")
+    if args.no_profile:
+        return
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for i in range(6, 8):
+        for i in range(2 + args.steps, 4 + args.steps):
             step(i)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 

@@ -7,9 +7,6 @@ the Zorblax-7 facts in examples/zorblax/ and checks held-out recall before and a
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -278,18 +275,3 @@ def test_embedded_model_learns_zorblax_facts(tmp_path):
     assert before["recall"] <= 0.1, before
     assert after["recall"] >= 0.9, after
     assert manifest["eval"]["retention"]["ok"], manifest["eval"]["retention"]
-
-
-def test_tune_lets_openmp_spin_unless_the_user_chose():
-    """`phikit tune` sets GOMP_SPINCOUNT before torch loads (libgomp reads it then), never over a user's choice."""
-    code = ("import os, sys; from phikit.cli.tune import openmp_spin_for_training as f; f(); "
-            "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)")
-
-    def run(**env):
-        base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-        out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, check=True)
-        return out.stdout.split()
-
-    assert run() == ["1000000", "False"]
-    assert run(OMP_WAIT_POLICY="PASSIVE") == ["None", "False"]
-    assert run(GOMP_SPINCOUNT="5") == ["5", "False"]

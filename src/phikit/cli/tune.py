@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -17,26 +16,6 @@ adapters_app = typer.Typer(help="LoRA adapters trained with phikit tune: list, e
                            no_args_is_help=True)
 app.add_typer(adapters_app, name="adapters")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-# libgomp's spin count for `phikit tune` (GOMP_SPINCOUNT; the library default is 300,000, and
-# OMP_WAIT_POLICY=PASSIVE is 0). `OMP_WAIT_POLICY=PASSIVE python bench/tune_cpu_profile.py` against
-# `GOMP_SPINCOUNT=1000000 python bench/tune_cpu_profile.py` on 2 cores: 2.78 vs 2.10 s a step (2.59 s unset).
-TRAIN_SPINCOUNT = "1000000"
-
-
-def openmp_spin_for_training() -> None:
-    """Let OpenMP's worker threads spin a little between parallel regions while we train on the CPU.
-
-    A training step is thousands of small ops, each a parallel region; an idle worker that has gone to sleep
-    costs a futex wake-up at the next one. With ``GOMP_SPINCOUNT`` at :data:`TRAIN_SPINCOUNT` the two workers
-    of a 2-core machine stay awake through a step and still sleep within milliseconds once it ends, so the
-    llama.cpp evaluation in the same process runs as before (``OMP_WAIT_POLICY=ACTIVE`` spins forever: the
-    whole `tune` run measured slower with it). libgomp reads its variables when it loads, so this acts only
-    before torch is imported, and never overrides a policy or spin count the user set.
-    """
-    if "torch" not in sys.modules and "OMP_WAIT_POLICY" not in os.environ:
-        os.environ.setdefault("GOMP_SPINCOUNT", TRAIN_SPINCOUNT)
 
 
 def _pct(x) -> str:
@@ -94,7 +73,6 @@ def tune(
     as_json: JsonOpt = False,
 ) -> None:
     """Teach the model facts with a LoRA adapter (QLoRA on CUDA); prints held-out scores before and after."""
-    openmp_spin_for_training()
     from ..tune.train import TuneConfig, TuneInterrupted
     from ..tune.train import tune as run_tune
 
