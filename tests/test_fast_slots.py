@@ -185,7 +185,8 @@ def test_prefill_rows_equals_one_row_prefills(pair):
 
 def test_prefill_graphs_padded_prompt_equals_plain_prefill(pair):
     """PrefillGraphs (on CPU: the same padded forward, run eagerly) pads a prompt to its length bucket; the
-    logits equal a plain prefill's, cold and after a cached prefix; a prompt past the switch does not fit."""
+    logits equal a plain prefill's, cold and after a cached prefix; a prompt past the switch does not fit and
+    is prefilled eagerly."""
     ref, _ = pair
     m = ref.model
     m.setup_caches(2, ORIG * 4)
@@ -195,6 +196,8 @@ def test_prefill_graphs_padded_prompt_equals_plain_prefill(pair):
     torch.testing.assert_close(prefills.prefill(full, 0, 1), cold_logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(prefills.prefill(full[30:], 30, 1), cold_logits, rtol=1e-5, atol=1e-5)  # row 1 holds 30
     assert prefills.fits(ORIG, 0) and not prefills.fits(ORIG - 5, 10)
+    long = ids(ORIG + 6, 92)  # does not fit: the eager prefill (long factors), same logits as calling it
+    torch.testing.assert_close(prefills.prefill(long, 0, 1), gen.prefill(m, torch.tensor([long]), torch.arange(ORIG + 6))[0])
 
 
 def test_batched_step_logits_equal_single_rows(pair):

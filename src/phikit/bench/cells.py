@@ -83,7 +83,7 @@ def fast_cell(model, graphs, ids, new_tokens: int, runs: int, dev: str, prefills
     """The fast path's batched greedy loop (``engines.fast.generate.generate``: prefill, then one CUDA-graph
     replay per token, no host sync inside) on ``ids`` [B, T]; TTFT is prefill plus the argmax, synchronised.
     On CPU ``graphs`` runs the same step eagerly. With ``prefills`` (a ``PrefillGraphs``), a one-row prompt
-    that fits one is prefilled the way ``FastEngine`` prefills it: a graph replay."""
+    is prefilled the way ``FastEngine`` prefills it: a graph replay when it fits one."""
     import torch
 
     from ..engines.fast import generate as gen
@@ -91,7 +91,7 @@ def fast_cell(model, graphs, ids, new_tokens: int, runs: int, dev: str, prefills
     gen.generate(model, graphs, ids, new_tokens)  # warm-up: compile and capture this batch's graph
     pos = torch.arange(ids.shape[1], device=ids.device)
     first = lambda: gen.prefill(model, ids, pos)  # noqa: E731
-    if prefills is not None and ids.shape[0] == 1 and prefills.fits(ids.shape[1], 0):
+    if prefills is not None and ids.shape[0] == 1:
         row = ids[0].tolist()
         first = lambda: prefills.prefill(row, 0, 0)  # noqa: E731
         first()  # capture

@@ -276,10 +276,7 @@ class FastEngine(AdapterSwitch, HFTokenizerEngine):
             seen = list(prompt_ids)
             # inference mode per block, never across a yield (it is thread state the caller would inherit)
             with torch.inference_mode():
-                if self.prefills.fits(t, 0):  # a short prompt: one graph replay instead of ~1,300 launches
-                    logits = self.prefills.prefill(list(prompt_ids), 0, 0)
-                else:
-                    logits = prefill(self.model, torch.tensor([prompt_ids], device=dev), torch.arange(t, device=dev))[0]
+                logits = self.prefills.prefill(list(prompt_ids), 0, 0)  # one graph replay when the prompt is short
                 cur = torch.zeros(1, 1, dtype=torch.long, device=dev)
             for pos in range(t, kv_len):
                 with torch.inference_mode():

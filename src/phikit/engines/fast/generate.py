@@ -35,6 +35,14 @@ def to_device(rows: list[list[int]], device: torch.device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
 
 
+def pad_rows(rows: list[list[int]], starts: list[int], width: int, scratch: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Tokens and positions for :meth:`.model.Transformer.prefill_rows`: row i's tokens at positions
+    ``starts[i]`` on, padded to ``width`` with token 0 at the ``scratch`` position (one no slot uses)."""
+    tokens = [r + [0] * (width - len(r)) for r in rows]
+    positions = [[*range(s, s + len(r))] + [scratch] * (width - len(r)) for r, s in zip(rows, starts)]
+    return tokens, positions
+
+
 @torch.inference_mode()
 def prefill(model: Transformer, idx: torch.Tensor, input_pos: torch.Tensor, slot: int = 0, start: int = 0) -> torch.Tensor:
     # idx: [B, T]; input_pos: [T] (start..start+T-1) -> logits of the last position [B, V] (fp32);
@@ -191,15 +199,17 @@ class PrefillGraphs:
 
     @torch.inference_mode()
     def prefill(self, tokens: list[int], start: int, slot: int) -> torch.Tensor:
-        """Prefill ``tokens`` into cache row ``slot`` at positions ``start`` on; returns the last token's logits
-        [V] (fp32). Requires :meth:`fits`."""
+        """Prefill ``tokens`` into cache row ``slot`` at positions ``start`` on (keeping what the row holds
+        before ``start``); returns the last token's logits [V] (fp32). From a graph when :meth:`fits`, else
+        with the eager :func:`prefill` (long prompts, and those past LongRoPE's switch)."""
         m, n = self.model, len(tokens)
+        if not self.fits(n, start):
+            return prefill(m, torch.tensor([tokens], device=m.device), torch.arange(start, start + n, device=m.device),
+                           slot=slot, start=start)[0]
         t = next(b for b in PREFILL_BUCKETS if b >= n)
         kv_len = bucket(start + n, m.max_len)
-        scratch = m.max_len - 1
-        host = to_device([tokens + [0] * (t - n), [*range(start, start + n)] + [scratch] * (t - n),
-                          [slot, n - 1] + [0] * (t - 2)],
-                         m.device)
+        (padded,), (positions,) = pad_rows([tokens], [start], t, m.max_len - 1)
+        host = to_device([padded, positions, [slot, n - 1] + [0] * (t - 2)], m.device)
         if not self.enabled:
             return m.prefill_rows(host[0:1], host[1:2], host[2, :1], host[2, 1:2], kv_len)[0]
         graph, static, logits = self._graph(t, kv_len)

@@ -348,7 +348,8 @@ class Transformer(nn.Module):
         """Prefill several slots in one forward: prompts of different lengths, each after its own cached prefix.
 
         idx: [B, T] tokens, row i going to cache row ``rows[i]`` at positions ``input_pos[i]`` ([B, T]; a
-        shorter row is padded with any token at position ``max_len - 1``, the scratch position no slot uses);
+        shorter row is padded with any token at a scratch position above every real one that no slot uses,
+        e.g. ``max_len - 1``: :func:`.generate.pad_rows`);
         last: [B] index in T of each row's last real token; kv_len: 1 + the highest real position.
         Every position must be below ``original_max_position`` (the short rotary factors; a longer prompt is
         prefilled alone).

@@ -273,22 +273,16 @@ class FastBatcher(SlotScheduler):
     def _prefill(self, seq: Seq, tokens: list[int], start: int) -> torch.Tensor:
         """Prefill ``tokens`` into ``seq``'s slot at positions ``start`` on (keeping what the slot holds before
         ``start``), as one step of its own; returns the last position's logits [V] (fp32)."""
-        if self.prefills.fits(len(tokens), start):  # a short prompt: one graph replay instead of ~1,300 launches
-            logits = self.prefills.prefill(tokens, start, seq.slot)
-        else:
-            dev = self.model.device
-            logits = gen.prefill(self.model, torch.tensor([tokens], device=dev),
-                                 torch.arange(start, start + len(tokens), device=dev), slot=seq.slot, start=start)[0]
+        logits = self.prefills.prefill(tokens, start, seq.slot)  # one graph replay when the prompt is short
         self._count_step(len(tokens), 1)
         return logits
 
     def _prefill_rows(self, seqs: list[Seq]) -> torch.Tensor:
         """Prefill each sequence's ``todo`` at its own slot and positions in one forward (rows padded to the
         longest at the scratch position); returns their last tokens' logits [len(seqs), V] (fp32)."""
-        dev, width = self.model.device, max(len(s.todo) for s in seqs)
-        scratch = self.cache_len - 1
-        tokens = [s.todo + [0] * (width - len(s.todo)) for s in seqs]
-        positions = [list(range(s.pos, s.pos + len(s.todo))) + [scratch] * (width - len(s.todo)) for s in seqs]
+        dev = self.model.device
+        tokens, positions = gen.pad_rows([s.todo for s in seqs], [s.pos for s in seqs],
+                                         max(len(s.todo) for s in seqs), self.cache_len - 1)
         rows = to_device([[s.slot for s in seqs], [len(s.todo) - 1 for s in seqs]], dev)
         logits = self.model.prefill_rows(to_device(tokens, dev), to_device(positions, dev), rows[0], rows[1],
                                          kv_len=max(s.pos + len(s.todo) for s in seqs))
