@@ -8,6 +8,7 @@ benchmarks all consume the same stream, so their figures agree.
 
 from __future__ import annotations
 
+import codecs
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -157,6 +158,36 @@ class IncrementalDetokenizer:
         return text[len(prefix_text) :]
 
 
+class ByteDetokenizer:
+    """Turns token ids into text deltas through a table of each token's bytes: O(1) per token.
+
+    A byte-level BPE token is a fixed byte string, so the text is the UTF-8 decoding of the tokens' bytes
+    joined; an incremental UTF-8 decoder holds back an incomplete character until its last byte arrives
+    (llama.cpp streams ``token_to_piece`` bytes the same way). Same deltas as :class:`IncrementalDetokenizer`
+    for a table that :func:`phikit.engines.local.byte_table` has checked against the tokenizer, without
+    decoding a window of ids per token (16% of the GIL under 32 streams: docs/bench-serve-gpu.md).
+
+    Args:
+        table: ``table[id]`` is token ``id``'s bytes.
+        decode: ids -> text, for ids past the table (the model's vocabulary can be larger than the tokenizer's).
+    """
+
+    def __init__(self, table: Sequence[bytes], decode: Callable[[Sequence[int]], str]):
+        self.table = table
+        self.decode = decode
+        self.ids: list[int] = []
+        self.utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def add(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        piece = self.table[token_id] if token_id < len(self.table) else self.decode([token_id]).encode()
+        return self.utf8.decode(piece)
+
+    def flush(self) -> str:
+        """An incomplete UTF-8 sequence at the very end, as U+FFFD (what a whole-text decode gives)."""
+        return self.utf8.decode(b"", final=True)
+
+
 def _held_back(text: str, stops: tuple[str, ...]) -> int:
     """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
     best = 0
@@ -176,6 +207,7 @@ def stream_tokens(
     prompt_tokens: int,
     params: SamplingParams,
     started: float | None = None,
+    token_bytes: Sequence[bytes] | None = None,
 ) -> Iterator[Event]:
     """Drive a backend's token generator and yield text deltas, then one :class:`Done`.
 
@@ -187,11 +219,13 @@ def stream_tokens(
         prompt_tokens: length of the prompt, for usage.
         params: ``max_new_tokens``, ``stop`` and ``cancel`` are honoured here.
         started: ``time.perf_counter()`` at request start, for TTFT.
+        token_bytes: each token's bytes (:func:`phikit.engines.local.byte_table`); when given, text deltas
+            come from :class:`ByteDetokenizer` instead of re-decoding a window of ids per token.
 
     Closing this generator early also closes ``steps``.
     """
     started = time.perf_counter() if started is None else started
-    detok = IncrementalDetokenizer(decode)
+    detok = ByteDetokenizer(token_bytes, decode) if token_bytes is not None else IncrementalDetokenizer(decode)
     stops = params.stop
     pending = ""  # text not yet emitted because it may begin a stop string
     emitted: list[str] = []

@@ -46,6 +46,10 @@ class LocalEngine:
     def decode(self, ids: Sequence[int]) -> str:
         raise NotImplementedError
 
+    def token_bytes(self) -> Sequence[bytes] | None:
+        """Each token id's bytes, for :class:`~phikit.engines.base.ByteDetokenizer`; None: decode ids instead."""
+        return None
+
     def token_steps(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
         raise NotImplementedError
 
@@ -75,6 +79,7 @@ class LocalEngine:
             prompt_tokens=len(ids),
             params=params,
             started=started,
+            token_bytes=self.token_bytes(),
         )
 
 
@@ -92,3 +97,45 @@ class HFTokenizerEngine(LocalEngine):
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def token_bytes(self) -> Sequence[bytes] | None:
+        if getattr(self, "_token_bytes", False) is False:
+            self._token_bytes = byte_table(self.tokenizer)
+        return self._token_bytes
+
+
+def _unicode_to_byte() -> dict[str, int]:
+    """GPT-2's byte-level alphabet (``bytes_to_unicode`` in its ``encoder.py``), inverted: character -> byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), 256)]
+    others = [b for b in range(256) if b not in printable]
+    chars = printable + [256 + k for k in range(len(others))]
+    return {chr(c): b for b, c in zip(printable + others, chars)}
+
+
+def byte_table(tokenizer: Any, chunk: int = 512) -> list[bytes] | None:
+    """Each token id's bytes for a byte-level BPE tokenizer (GPT-2, Llama 3, SmolLM2, Phi-4-mini's o200k), or None.
+
+    Ordinary tokens are spelled in GPT-2's byte alphabet (``bytes_to_unicode`` in GPT-2's ``encoder.py``);
+    added and special tokens are their text. The table is used only if decoding the whole vocabulary, ``chunk``
+    ids at a time, gives exactly ``tokenizer.decode`` of the same ids (so a SentencePiece tokenizer, or one that
+    cleans up spaces, keeps the slow path).
+
+    Returns:
+        ``len(tokenizer)`` byte strings, or None when the tokenizer is not byte-level.
+    """
+    to_byte = _unicode_to_byte()
+    added = {i: t.content for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()}
+    n = len(tokenizer)
+    table: list[bytes] = []
+    for i, tok in enumerate(tokenizer.convert_ids_to_tokens(list(range(n)))):
+        if i in added:
+            table.append(added[i].encode())
+        elif tok is None or any(c not in to_byte for c in tok):
+            return None
+        else:
+            table.append(bytes(to_byte[c] for c in tok))
+    for start in range(0, n, chunk):
+        ids = list(range(start, min(start + chunk, n)))
+        if tokenizer.decode(ids, skip_special_tokens=False) != b"".join(table[i] for i in ids).decode("utf-8", "replace"):
+            return None
+    return table

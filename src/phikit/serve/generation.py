@@ -179,7 +179,8 @@ def raw_completion(llm, prompt: str, params: dict[str, Any]) -> Iterator[Any]:
         raise BadRequestError("the prompt is empty: give some text to continue")
     check_context(len(ids), sp, engine.context_length)
     events = stream_tokens(engine.token_steps(ids, sp), decode=engine.decode, eos_ids=engine.eos_ids,
-                           prompt_tokens=len(ids), params=sp, started=started)
+                           prompt_tokens=len(ids), params=sp, started=started,
+                           token_bytes=engine.token_bytes() if hasattr(engine, "token_bytes") else None)
     if getattr(engine, "supports_adapters", False):  # the LoRA adapter a chat request would get
         return engine.through(engine.pick_adapter(adapter), events)
     return events

@@ -153,23 +153,25 @@ class ModelWorker:
                 except RuntimeError:  # the event loop is gone (server shutting down): nobody is listening
                     cancel.set()
 
+        expired = [False]
+
+        def expire() -> None:  # one timer for the whole stream, not a wait_for per wake-up (GIL: bench-serve-gpu.md)
+            expired[0] = True
+            wake.set()
+
         thread = threading.Thread(target=self._run, args=(start, cancel, put), daemon=True, name="phikit-gen")
-        deadline = time.monotonic() + self.timeout_s
+        timer = loop.call_later(self.timeout_s, expire)
         finished = False
         try:
             thread.start()
             while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if expired[0]:
                     self._time_out(cancel)
                 if not ready:
                     wake.clear()
                     scheduled[0] = False
                     if not ready:
-                        try:
-                            await asyncio.wait_for(wake.wait(), timeout=remaining)
-                        except TimeoutError:
-                            self._time_out(cancel)
+                        await wake.wait()
                         continue
                 item = ready.popleft()
                 while merge is not None and ready and (both := merge(item, ready[0])) is not None:
@@ -183,6 +185,7 @@ class ModelWorker:
                     raise item
                 yield item
         finally:
+            timer.cancel()
             if not finished:
                 cancel.set()
             self.admitted -= 1
