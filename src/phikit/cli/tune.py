@@ -65,7 +65,7 @@ def tune(
     max_length: Annotated[int, typer.Option("--max-length", help="Tokens per example.")] = 1024,
     seed: Annotated[int, typer.Option("--seed", help="Seed for data order, held-out split and adapter init.")] = 0,
     eval_split: Annotated[float, typer.Option("--eval-split", help="Fraction of chats held out for eval loss.")] = 0.0,
-    save_steps: Annotated[int, typer.Option("--save-steps", help="Checkpoint every N steps.")] = 10,
+    save_steps: Annotated[int, typer.Option("--save-steps", help="Checkpoint every N steps.")] = 25,
     precision: Annotated[str, typer.Option("--precision", help="auto (nf4 on CUDA) | nf4 | bf16 | fp32")] = "auto",
     device: Annotated[Optional[str], typer.Option("--device", help="cuda | cpu (default: CUDA when present)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,

@@ -74,7 +74,7 @@ class TuneConfig:
     max_length: int = 1024
     seed: int = 0
     eval_split: float = 0.0
-    save_steps: int = 10
+    save_steps: int = 25
     precision: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -304,6 +304,7 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
     layers = list(range(cfg.first_layer, n_layers)) if cfg.first_layer > 0 else None
     lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
                       layers_to_transform=layers, task_type="CAUSAL_LM", bias="none")
+    from .dropout import share_dropout
     from .packing import collate_groups, group_by_tokens, trainer_class
 
     example_rows = train_rows
@@ -321,13 +322,14 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
         "lr_scheduler_type": "linear", "warmup_steps": 0, "logging_steps": 1, "save_strategy": "steps",
         "save_steps": cfg.save_steps, "save_total_limit": 2, "report_to": [], "disable_tqdm": True, "seed": cfg.seed,
         "data_seed": cfg.seed, "bf16": precision in ("nf4", "bf16") and device == "cuda", "use_cpu": device == "cpu",
-        "remove_unused_columns": False, "dataloader_num_workers": 0, "optim": "adamw_torch", "eval_strategy": "no",
+        "remove_unused_columns": False, "dataloader_num_workers": 0, "optim": "adamw_torch_fused", "eval_strategy": "no",
         **({"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
            if precision == "nf4" else {}),
         **cfg.extra,
     })
 
     with_adapter = get_peft_model(base, lora)
+    share_dropout(with_adapter)  # q/k/v (and gate/up) draw one mask for their one input, as Phi-3's fused ones do
     trainer = trainer_cls(model=with_adapter, args=args, train_dataset=train_rows, data_collator=collate,
                       callbacks=[progress_callback(progress)])
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; our bar shows the loss
