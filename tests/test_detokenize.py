@@ -7,7 +7,13 @@ import random
 
 import pytest
 
-from phikit.engines.base import ByteDetokenizer, IncrementalDetokenizer, SamplingParams, TextDelta, stream_tokens
+from phikit.engines.base import (
+    ByteDetokenizer,
+    IncrementalDetokenizer,
+    SamplingParams,
+    TextDelta,
+    stream_tokens,
+)
 from phikit.engines.local import byte_table
 from phikit.stand_in import tiny_tokenizer
 
