@@ -315,6 +315,8 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
         collate, per_step = data_mod.pack, cfg.batch_size
     steps_per_epoch = math.ceil(len(train_rows) / (per_step * cfg.grad_accum))
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.epochs)
+    optim = "adamw_torch_fused" if device == "cpu" else "adamw_torch"  # fused: 2% of a CPU step; on CUDA it
+    # added 6 MB of peak to a QLoRA step and no speed (docs/lora.md)
     args = TrainingArguments(**{  # cfg.extra: any other TrainingArguments, overriding these
         "output_dir": str(ckpt_dir), "per_device_train_batch_size": per_step,
         "per_device_eval_batch_size": cfg.batch_size, "prediction_loss_only": True,
@@ -322,14 +324,15 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
         "lr_scheduler_type": "linear", "warmup_steps": 0, "logging_steps": 1, "save_strategy": "steps",
         "save_steps": cfg.save_steps, "save_total_limit": 2, "report_to": [], "disable_tqdm": True, "seed": cfg.seed,
         "data_seed": cfg.seed, "bf16": precision in ("nf4", "bf16") and device == "cuda", "use_cpu": device == "cpu",
-        "remove_unused_columns": False, "dataloader_num_workers": 0, "optim": "adamw_torch_fused", "eval_strategy": "no",
+        "remove_unused_columns": False, "dataloader_num_workers": 0, "optim": optim, "eval_strategy": "no",
         **({"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
            if precision == "nf4" else {}),
         **cfg.extra,
     })
 
     with_adapter = get_peft_model(base, lora)
-    share_dropout(with_adapter)  # q/k/v (and gate/up) draw one mask for their one input, as Phi-3's fused ones do
+    if not args.gradient_checkpointing:  # q/k/v (and gate/up) draw one mask for their one input, as fused ones do
+        share_dropout(with_adapter)  # (under checkpointing the held tensor cost 600 MB of GPU peak: docs/lora.md)
     trainer = trainer_cls(model=with_adapter, args=args, train_dataset=train_rows, data_collator=collate,
                       callbacks=[progress_callback(progress)])
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; our bar shows the loss
