@@ -54,10 +54,9 @@ def chunked_lm_loss(hidden, lm_head, labels, *, chunk: int = 1024, num_items: An
 
     Logits are computed only where there is a target (``labels`` != -100: the assistant's tokens), so the output
     projection — a fifth of a 135M model's compute, with its 49k-token vocabulary — skips every prompt token.
-    With more than one chunk, each chunk's logits are computed in fp32 inside ``torch.utils.checkpoint``, so
-    backward recomputes them chunk by chunk: peak memory holds one [chunk, vocab] block instead of [tokens, vocab].
-    On the CPU a step within one chunk (4 chats) skips the recompute: 3% of its time, and memory is not what binds
-    there.
+    Each chunk's logits are computed in fp32 inside ``torch.utils.checkpoint``, so backward recomputes them chunk
+    by chunk: peak memory holds one [chunk, vocab] block instead of [tokens, vocab]. Except on the CPU when the
+    step fits one chunk (4 chats): there the recompute was 3% of a step, and memory is not what binds.
 
     Args:
         hidden: [batch, tokens, hidden] final hidden states (after the last norm).
