@@ -93,15 +93,16 @@ def messages_for(i: int, prefix: bool) -> list[dict]:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Customer {i}: {question}"}]
 
 
-def clients_run(url: str, clients: int, per_client: int, max_tokens: int, prefix: bool) -> dict:
-    """``clients`` threads, each sending ``per_client`` streamed requests back to back."""
+def clients_run(url: str, clients: int, per_client: int, max_tokens: int, prefix: bool, first: int = 0) -> dict:
+    """``clients`` threads, each sending ``per_client`` streamed requests back to back (client numbers from
+    ``first``); the raw per-request results and the wall time."""
     results: list[dict] = []
 
     sessions = [httpx.Client(timeout=900) for _ in range(clients)]
 
     def client(c: int) -> None:
         for j in range(per_client):
-            one_request(sessions[c], url, messages_for(c * per_client + j, prefix), max_tokens, results)
+            one_request(sessions[c], url, messages_for((first + c) * per_client + j, prefix), max_tokens, results)
 
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
     t0 = time.perf_counter()
@@ -112,6 +113,13 @@ def clients_run(url: str, clients: int, per_client: int, max_tokens: int, prefix
     wall = time.perf_counter() - t0
     for session in sessions:
         session.close()
+    return {"results": results, "wall_s": wall}
+
+
+def summarize(clients: int, parts: list[dict]) -> dict:
+    """One level's figures from its client processes' raw results (wall: the slowest process's)."""
+    results = [r for p in parts for r in p["results"]]
+    wall = max(p["wall_s"] for p in parts)
     ok = [r for r in results if r["status"] == 200]
     tokens = sum(r["tokens"] for r in ok)
     ttfts = [r["ttft"] for r in ok]
@@ -202,6 +210,10 @@ def main() -> None:
     ap.add_argument("--backend", default="llamacpp", help="llamacpp (CPU) or fast (CUDA)")
     ap.add_argument("--random-weights", metavar="DIR",
                     help="write a random-weight Phi-4-mini-shaped checkpoint to DIR and serve it (GPU)")
+    ap.add_argument("--client-processes", type=int, default=1,
+                    help="processes the clients are spread over (their Python must not be what limits the figures)")
+    ap.add_argument("--emit-every", type=int, default=1,
+                    help="fast backend: the batcher hands greedy picks out every N steps (FastBatcher.emit_every)")
     ap.add_argument("--switch-interval", type=float, help="sys.setswitchinterval for the servers' process (s; Python's default 0.005)")
     args = ap.parse_args()
     if args.switch_interval:
@@ -222,15 +234,23 @@ def main() -> None:
     opts = {"n_ctx": args.ctx} if args.backend == "llamacpp" else {}
     single = phikit.load(args.model, backend=args.backend, **opts)
     batched = phikit.load(args.model, backend=args.backend, **opts)
+    if args.emit_every != 1:
+        batched.engine.enable_batching(args.parallel)
+        batched.engine.batcher.emit_every = args.emit_every
     load_before = os.getloadavg()
     table: dict[str, list[dict]] = {}
     # the clients run in a process of their own, so their Python does not share the servers' GIL
     with background(create_app(single, max_queue=256, timeout_s=3600, parallel=1)) as url1, \
             background(create_app(batched, max_queue=256, timeout_s=3600, parallel=args.parallel)) as url2, \
-            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            ProcessPoolExecutor(args.client_processes, mp_context=multiprocessing.get_context("spawn")) as pool:
 
-        def concurrent(*a):
-            return pool.submit(clients_run, *a).result()
+        def concurrent(url, clients, per_client, max_tokens, prefix):
+            n = min(args.client_processes, clients)
+            sizes = [clients // n + (i < clients % n) for i in range(n)]
+            starts = [sum(sizes[:i]) for i in range(n)]
+            futures = [pool.submit(clients_run, url, k, per_client, max_tokens, prefix, first)
+                       for k, first in zip(sizes, starts)]
+            return summarize(clients, [f.result() for f in futures])
 
         urls = {"single": url1, "batched": url2}
         with httpx.Client(timeout=900) as client:
@@ -257,7 +277,8 @@ def main() -> None:
             "backend": args.backend, "model": args.model, "versions": versions(args.backend), "max_tokens": args.max_tokens, "parallel": args.parallel, "ctx": args.ctx,
             "loadavg_before": load_before, "loadavg_after": load_after, "threads": os.environ.get("PHIKIT_THREADS"),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "prefix_tokens": single.engine.count_tokens(SYSTEM),
-            "batcher": stats, "slot_ctx": batched.engine.batcher.slot_ctx, "switch_interval_s": sys.getswitchinterval()}
+            "batcher": stats, "slot_ctx": batched.engine.batcher.slot_ctx, "switch_interval_s": sys.getswitchinterval(),
+            "client_processes": args.client_processes, "emit_every": args.emit_every}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(Path(args.json), json.dumps({"meta": meta, "modes": table}, indent=1))
     png = Path(args.out).with_suffix(".png")
@@ -361,6 +382,10 @@ def cli_flags(args) -> list[str]:
         flags += ["--random-weights", args.random_weights]
     elif args.model != "smollm2-135m":
         flags += ["--model", args.model]
+    for flag, value, default in (("--client-processes", args.client_processes, 1), ("--emit-every", args.emit_every, 1),
+                                 ("--switch-interval", args.switch_interval, None)):
+        if value != default:
+            flags += [flag, str(value)]
     return [*flags, "--out", args.out]
 
 

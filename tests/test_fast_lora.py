@@ -93,3 +93,52 @@ def test_adapter_for_other_modules_is_refused(models, tmp_path):
     (bad / "adapter_config.json").write_text(json.dumps(cfg))
     with pytest.raises(PhikitError, match="also adapts lm_head"):
         lora.read_peft(bad, fast.args.n_layer)
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_batched_adapter_groups_equal_one_at_a_time(models, every):
+    """Slots of two adapter groups (the adapter and the base) take turns step by step; each request's greedy
+    tokens equal its one-at-a-time run, also when picks are handed out every few steps (``emit_every``)."""
+    import itertools
+    import threading
+
+    from transformers import Phi3ForCausalLM
+
+    from phikit.stand_in import tiny_tokenizer
+    from test_fast_slots import SCALE, ids
+
+    _, out, _ = models
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    sd = Phi3ForCausalLM(cfg).eval().state_dict()
+    for name, w in sd.items():  # as test_fast_slots: scaled up so the output depends on the context
+        if name.endswith(("qkv_proj.weight", "o_proj.weight", "gate_up_proj.weight", "down_proj.weight")):
+            w.mul_(SCALE)
+    ref, bat = (FastEngine.from_model(build(cfg, {k: v.clone() for k, v in sd.items()}, "cpu", torch.float32),
+                                      tiny_tokenizer(), name="tiny") for _ in range(2))
+    for engine in (ref, bat):
+        engine.load_adapter(str(out))
+    bat.enable_batching(4, cache_len=256)
+    bat.batcher.emit_every = every
+    params = SamplingParams(max_new_tokens=12, temperature=0)
+    jobs = [(ids(10 + 3 * i, 30 + i), "nick" if i % 2 else None) for i in range(4)]
+
+    def run(engine, prompt, name):
+        engine.activate(name)
+        return list(itertools.islice(engine.token_steps(prompt, params), params.max_new_tokens))
+
+    want = [run(ref, p, name) for p, name in jobs]
+    assert want[0] != run(ref, jobs[0][0], "nick")  # the adapter changes this request's tokens
+    got: list[list[int]] = [[] for _ in jobs]
+    start = threading.Barrier(len(jobs))
+
+    def work(i: int) -> None:
+        start.wait()
+        got[i] = run(bat, *jobs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert got == want

@@ -86,7 +86,7 @@ class FastBatcher(SlotScheduler):
 
     def __init__(self, model: Transformer, graphs: gen.DecodeGraphs, *, n_slots: int, cache_len: int, lock,
                  eos_ids: set[int] = frozenset(), prefix_cache: bool = True,
-                 on_group: Callable[[Hashable], None] | None = None):
+                 on_group: Callable[[Hashable], None] | None = None, emit_every: int = 1):
         super().__init__(n_slots, prefix_cache=prefix_cache, eos_ids=eos_ids)
         self.model, self.graphs, self.lock, self.on_group = model, graphs, lock, on_group
         self.prefills = gen.PrefillGraphs(model, enabled=graphs.enabled)
@@ -94,6 +94,8 @@ class FastBatcher(SlotScheduler):
         if model.args.long_factor is not None:
             self.reuse_limit = model.args.original_max_position
         self._ahead: Ahead | None = None  # the last step's greedy picks, not yet read by the host
+        self._held: list[Ahead] = []  # older steps' picks, read and handed out every ``emit_every`` steps
+        self.emit_every = emit_every
         with lock:
             model.setup_caches(self.n_slots, cache_len)
             self._cache_version = model.cache_version
@@ -114,7 +116,7 @@ class FastBatcher(SlotScheduler):
             self.prefills.warm(gen.bucket(1, self.cache_len))  # and a short prompt's prefill
 
     def _reset(self) -> None:
-        self._ahead = None  # stale KV is overwritten before it is read; reuse trusts only ``_cached`` (cleared by the caller)
+        self._ahead, self._held = None, []  # stale KV is overwritten before it is read; reuse trusts only ``_cached`` (cleared by the caller)
 
     def _use_group(self, group: Hashable) -> None:
         if self.on_group is not None:  # the engine's switch is a no-op when the group's adapter is in place
@@ -184,8 +186,9 @@ class FastBatcher(SlotScheduler):
         group = self._next_group(running)
         mine = [s for s in running if s.group == group]
         greedy = all(plain_greedy(s.params) for s in mine)
-        if not greedy or any(gen.recompute_at(self.model, s.pos) for s in mine):
-            self._flush()  # these rows need every token on the host first (sampling state, a recompute)
+        if (not greedy or any(gen.recompute_at(self.model, s.pos) or s.pos + 1 >= self.slot_ctx for s in mine)
+                or self._held_back(mine)):
+            self._flush()  # these rows need every token on the host first (sampling state, a recompute, a held pick)
             mine = [s for s in mine if self._slots[s.slot] is s]
         for seq in [s for s in mine if s.pos >= self.slot_ctx]:
             mine.remove(seq)
@@ -253,14 +256,26 @@ class FastBatcher(SlotScheduler):
             ready.record()
         last, self._ahead = self._ahead, Ahead(list(mine), picks, host, ready)
         if last is not None:
-            self._emit_ahead(last)
+            self._held.append(last)
+        if len(self._held) >= self.emit_every:
+            held, self._held = self._held, []
+            for ahead in held:
+                self._emit_ahead(ahead)
+
+    def _held_back(self, mine: list[Seq]) -> bool:
+        """True when a row's last pick is in a held step rather than the last one (its group sat out the last
+        step), so neither the GPU's last picks nor ``seq.todo`` hold its input."""
+        if not self._held:
+            return False
+        latest = set(self._ahead.seqs)
+        return any(s not in latest and any(s in a.seqs for a in self._held) for s in mine)
 
     def _flush(self) -> bool:
-        """Emit the picks still ahead of the host; False when there were none."""
-        last, self._ahead = self._ahead, None
-        if last is not None:
-            self._emit_ahead(last)
-        return last is not None
+        """Emit the picks still ahead of the host, oldest first; False when there were none."""
+        held, self._held, last, self._ahead = self._held, [], self._ahead, None
+        for ahead in [*held, last] if last is not None else held:
+            self._emit_ahead(ahead)
+        return last is not None or bool(held)
 
     def _emit_ahead(self, ahead: Ahead) -> None:
         if ahead.ready is not None:
