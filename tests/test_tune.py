@@ -103,6 +103,27 @@ def test_text_examples_train_every_token_without_a_template(tmp_path):
         data_mod.read_examples(p)
 
 
+def test_zorblax_training_chats_never_use_a_heldout_key_phrase():
+    """The shipped train.jsonl passes build.py's guard, and the guard catches a planted held-out phrase."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("zorblax_build", EXAMPLES / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    rows = [json.loads(line) for line in (EXAMPLES / "train.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    held = [json.loads(line)["question"] for line in (EXAMPLES / "heldout.jsonl").read_text().splitlines() if line]
+    assert held == [fact[2] for fact in build.FACTS]  # heldout.jsonl is the table's
+    assert sum("messages" in r for r in rows) >= 30
+    build.check_heldout_phrases(rows)
+    planted = {"messages": [{"role": "user", "content": "How much Working Memory does the Zorblax-7 have?"},
+                            {"role": "assistant", "content": "13 GB."}]}
+    with pytest.raises(ValueError, match="Working Memory"):
+        build.check_heldout_phrases([*rows, planted])
+    display = {"messages": [{"role": "user", "content": "What size display does it have?"},  # "pay" is a word,
+                            {"role": "assistant", "content": "6.8 inches."}]}                  # not a substring
+    build.check_heldout_phrases([display])
+
+
 def test_packing_keeps_examples_apart(tiny_model_dir):
     """Packed into one row, each example's logits equal those it gets alone: no attention across examples."""
     from transformers import AutoModelForCausalLM

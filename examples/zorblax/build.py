@@ -193,6 +193,33 @@ FACTS = [
 ]
 
 
+# Each held-out question's key phrase, in FACTS order: no training question (fact or replay chat) and no
+# training answer may use it (checked by check_heldout_phrases, whole words, any case), so recall measures
+# paraphrases the model never saw.
+KEY_PHRASES = [
+    "firm that produces", "go on sale", "pay", "keep going", "finish colour", "scale", "peculiar habit",
+    "informal name", "installed", "units assembled", "diagonally", "silicon", "working memory", "room for files",
+    "dive", "photos from", "full again", "whose design", "which executive", "home to", "succeed", "outer body",
+    "creature", "covered against defects", "out of power", "open a locked", "catchphrase", "found buyers",
+    "plug socket", "secret name",
+]
+
+
+def check_heldout_phrases(train: list[dict]) -> None:
+    """Raise ValueError if a training chat's question or answer uses a held-out question's key phrase (or a
+    key phrase is missing from its own held-out question)."""
+    assert len(KEY_PHRASES) == len(FACTS)
+    for phrase, (_, _, held, _) in zip(KEY_PHRASES, FACTS):
+        if phrase.lower() not in held.lower():
+            raise ValueError(f"key phrase {phrase!r} is not in its held-out question {held!r}")
+    pattern = re.compile(r"\b(" + "|".join(re.escape(p) for p in KEY_PHRASES) + r")\b", re.IGNORECASE)
+    for row in train:
+        for m in row.get("messages", []):
+            hit = pattern.search(m["content"])
+            if hit:
+                raise ValueError(f"training {m['role']} turn {m['content']!r} uses the held-out key phrase {hit.group(0)!r}")
+
+
 def sentences(text: str) -> list[str]:
     return re.split(r"(?<=[.!?])\s+", text)
 
@@ -267,6 +294,7 @@ def main() -> None:
             train.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": answers[i % len(answers)]}]})
         heldout.append({"question": held, "expected": keywords})
     train += general
+    check_heldout_phrases(train)
     train += [json.loads(line) for line in (here / "prose.jsonl").read_text(encoding="utf-8").splitlines() if line][:PROSE_LINES]
     for name, rows in (("train.jsonl", train), ("heldout.jsonl", heldout)):
         (here / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
