@@ -7,7 +7,7 @@ runs ``engine.generate`` (chat template, detokenization, stop strings: the serve
 SSE); ``--mode tokens`` reads bare token ids from ``engine.token_steps``.
 
     python bench/batcher_bench.py --random-weights /tmp/phi4r --clients 32 --requests 128 --max-tokens 128 \\
-        [--emit-every 1,2] [--mode events,tokens] [--json out.json]
+        [--mode events,tokens] [--json out.json]
 """
 
 from __future__ import annotations
@@ -66,7 +66,6 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=128, help="requests in all (per level)")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--parallel", type=int, default=32)
-    ap.add_argument("--emit-every", default="1", help="comma-separated FastBatcher.emit_every values, run in turn")
     ap.add_argument("--mode", default="events,tokens")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
@@ -80,14 +79,11 @@ def main() -> None:
     engine.enable_batching(args.parallel)
     run_level(engine, args.clients, 1, 8, "tokens")  # warm-up: graphs of every batch size in use
     rows = []
-    for every in [int(x) for x in args.emit_every.split(",")]:
-        engine.batcher.emit_every = every
-        for mode in args.mode.split(","):
-            row = dict(run_level(engine, args.clients, max(1, args.requests // args.clients), args.max_tokens, mode),
-                       emit_every=every)
-            rows.append(row)
-            print(f"emit_every {every} {mode:>6}: {row['tok_s']:7.1f} tok/s, TTFT p50 {row['ttft_p50_ms']:5.0f} ms, "
-                  f"ITL p95 {row['itl_p95_ms']:4.1f} ms ({row['requests']} requests)", flush=True)
+    for mode in args.mode.split(","):
+        row = run_level(engine, args.clients, max(1, args.requests // args.clients), args.max_tokens, mode)
+        rows.append(row)
+        print(f"{mode:>6}: {row['tok_s']:7.1f} tok/s, TTFT p50 {row['ttft_p50_ms']:5.0f} ms, "
+              f"ITL p95 {row['itl_p95_ms']:4.1f} ms ({row['requests']} requests)", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "rows": rows}, indent=1))
 

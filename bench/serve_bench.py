@@ -212,8 +212,6 @@ def main() -> None:
                     help="write a random-weight Phi-4-mini-shaped checkpoint to DIR and serve it (GPU)")
     ap.add_argument("--client-processes", type=int, default=1,
                     help="processes the clients are spread over (their Python must not be what limits the figures)")
-    ap.add_argument("--emit-every", type=int, default=1,
-                    help="fast backend: the batcher hands greedy picks out every N steps (FastBatcher.emit_every)")
     ap.add_argument("--switch-interval", type=float, help="sys.setswitchinterval for the servers' process (s; Python's default 0.005)")
     args = ap.parse_args()
     if args.switch_interval:
@@ -234,9 +232,6 @@ def main() -> None:
     opts = {"n_ctx": args.ctx} if args.backend == "llamacpp" else {}
     single = phikit.load(args.model, backend=args.backend, **opts)
     batched = phikit.load(args.model, backend=args.backend, **opts)
-    if args.emit_every != 1:
-        batched.engine.enable_batching(args.parallel)
-        batched.engine.batcher.emit_every = args.emit_every
     load_before = os.getloadavg()
     table: dict[str, list[dict]] = {}
     # the clients run in a process of their own, so their Python does not share the servers' GIL
@@ -278,7 +273,7 @@ def main() -> None:
             "loadavg_before": load_before, "loadavg_after": load_after, "threads": os.environ.get("PHIKIT_THREADS"),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "prefix_tokens": single.engine.count_tokens(SYSTEM),
             "batcher": stats, "slot_ctx": batched.engine.batcher.slot_ctx, "switch_interval_s": sys.getswitchinterval(),
-            "client_processes": args.client_processes, "emit_every": args.emit_every}
+            "client_processes": args.client_processes}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(Path(args.json), json.dumps({"meta": meta, "modes": table}, indent=1))
     png = Path(args.out).with_suffix(".png")
@@ -382,7 +377,7 @@ def cli_flags(args) -> list[str]:
         flags += ["--random-weights", args.random_weights]
     elif args.model != "smollm2-135m":
         flags += ["--model", args.model]
-    for flag, value, default in (("--client-processes", args.client_processes, 1), ("--emit-every", args.emit_every, 1),
+    for flag, value, default in (("--client-processes", args.client_processes, 1),
                                  ("--switch-interval", args.switch_interval, None)):
         if value != default:
             flags += [flag, str(value)]

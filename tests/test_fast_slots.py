@@ -96,23 +96,6 @@ def test_batched_outputs_equal_one_at_a_time(pair):
     assert stats.mean_batch > 1.5  # sequences really shared steps
 
 
-@pytest.mark.parametrize("every", [2, 3])
-def test_picks_handed_out_every_few_steps_equal_one_at_a_time(pair, every):
-    """``emit_every``: greedy picks read by the host every few steps (fewer thread wake-ups per token) give the
-    same tokens, with sequences joining mid-batch, ending early, and crossing LongRoPE's switch."""
-    ref, bat = pair
-    greedy = SamplingParams(max_new_tokens=11, temperature=0)
-    jobs = [(ids(9, 21), greedy), (ids(23, 22), greedy), (ids(58, 23), greedy), (ids(31, 24), greedy),
-            (ids(14, 25), SamplingParams(max_new_tokens=5, temperature=0)), (ids(17, 26), greedy)]
-    bat.batcher.emit_every = every
-    try:
-        got = together(bat, jobs)
-    finally:
-        bat.batcher.emit_every = 1
-    assert got == [cold(ref, p, params) for p, params in jobs]
-    assert bat.batcher.stats.active == 0 and not bat.batcher._held
-
-
 def test_prefix_reuse_equals_cold_prefill(pair):
     ref, bat = pair
     params = SamplingParams(max_new_tokens=8, temperature=0)

@@ -4,7 +4,7 @@ a CUDA graph by :class:`DecodeGraphs`) -> greedy pick or sampling on the GPU.
 Why it is fast: the KV cache is a buffer of the model (written in place, nothing copied per step), so the
 one-token step has fixed shapes and addresses and is captured once per (batch, cache-length bucket) in a
 CUDA graph; a step is then one graph launch instead of ~1,300 kernel launches from Python. Cache lengths
-are bucketed (powers of two from 1,024) so graphs are reused across prompt lengths, and attention reads only
+are bucketed (powers of two from 256) so graphs are reused across prompt lengths, and attention reads only
 the bucket's prefix of the cache. The elementwise pieces (RMSNorm, rotary, SiLU x up) are optionally
 ``torch.compile``'d into one kernel each (:func:`compile_ops`); the matmuls stay cuBLAS.
 Source: pytorch-labs/gpt-fast ``generate.py`` (prefill / decode_one_token / decode_n_tokens).
@@ -17,7 +17,7 @@ import torch
 from . import model as model_mod
 from .model import Transformer
 
-MIN_BUCKET = 1024
+MIN_BUCKET = 256  # a short chat's step reads 256 positions of KV per row, not 1,024 (bench-serve-gpu.md)
 PREFILL_BUCKETS = (16, 32, 64, 128, 256, 512)  # prompt lengths whose one-row prefill is replayed from a graph
 
 

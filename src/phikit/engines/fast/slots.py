@@ -86,7 +86,7 @@ class FastBatcher(SlotScheduler):
 
     def __init__(self, model: Transformer, graphs: gen.DecodeGraphs, *, n_slots: int, cache_len: int, lock,
                  eos_ids: set[int] = frozenset(), prefix_cache: bool = True,
-                 on_group: Callable[[Hashable], None] | None = None, emit_every: int = 1):
+                 on_group: Callable[[Hashable], None] | None = None):
         super().__init__(n_slots, prefix_cache=prefix_cache, eos_ids=eos_ids)
         self.model, self.graphs, self.lock, self.on_group = model, graphs, lock, on_group
         self.prefills = gen.PrefillGraphs(model, enabled=graphs.enabled)
@@ -94,29 +94,29 @@ class FastBatcher(SlotScheduler):
         if model.args.long_factor is not None:
             self.reuse_limit = model.args.original_max_position
         self._ahead: Ahead | None = None  # the last step's greedy picks, not yet read by the host
-        self._held: list[Ahead] = []  # older steps' picks, read and handed out every ``emit_every`` steps
-        self.emit_every = emit_every
         with lock:
             model.setup_caches(self.n_slots, cache_len)
             self._cache_version = model.cache_version
 
     def warm(self) -> None:
-        """Capture the step's graph for every batch bucket, and the prefill's for every length bucket, at the
-        shortest cache bucket now (compiling the pieces for each batch size), as vLLM captures its graphs at
-        start-up, so the first requests of a busy server do not wait for it. Idle rows only: writes nothing
-        but the scratch position."""
+        """Capture the step's graph for every batch bucket at the three shortest cache buckets, and the
+        prefill's for every length bucket at the shortest, now (compiling the pieces for each batch size), as
+        vLLM captures its graphs at start-up, so the first requests of a busy server do not wait for it. Idle
+        rows only: writes nothing but the scratch position."""
         if not self.graphs.enabled:
             return
         dev = self.model.device
         sizes = sorted({batch_bucket(1 << i, self.n_slots) for i in range(self.n_slots.bit_length() + 1)})
+        lengths = sorted({gen.bucket(n, self.cache_len) for n in (1, 2 * gen.MIN_BUCKET, 4 * gen.MIN_BUCKET)})
         with self.lock:
-            for b in sizes:
-                scratch = torch.full((b,), self.cache_len - 1, device=dev)
-                self.graphs.step(torch.zeros(b, 1, dtype=torch.long, device=dev), scratch, gen.bucket(1, self.cache_len))
-            self.prefills.warm(gen.bucket(1, self.cache_len))  # and a short prompt's prefill
+            for kv_len in lengths:  # the cache lengths of chats up to ~1,000 tokens
+                for b in sizes:
+                    scratch = torch.full((b,), self.cache_len - 1, device=dev)
+                    self.graphs.step(torch.zeros(b, 1, dtype=torch.long, device=dev), scratch, kv_len)
+            self.prefills.warm(lengths[0])  # and a short prompt's prefill
 
     def _reset(self) -> None:
-        self._ahead, self._held = None, []  # stale KV is overwritten before it is read; reuse trusts only ``_cached`` (cleared by the caller)
+        self._ahead = None  # stale KV is overwritten before it is read; reuse trusts only ``_cached`` (cleared by the caller)
 
     def _use_group(self, group: Hashable) -> None:
         if self.on_group is not None:  # the engine's switch is a no-op when the group's adapter is in place
@@ -186,9 +186,8 @@ class FastBatcher(SlotScheduler):
         group = self._next_group(running)
         mine = [s for s in running if s.group == group]
         greedy = all(plain_greedy(s.params) for s in mine)
-        if (not greedy or any(gen.recompute_at(self.model, s.pos) or s.pos + 1 >= self.slot_ctx for s in mine)
-                or self._held_back(mine)):
-            self._flush()  # these rows need every token on the host first (sampling state, a recompute, a held pick)
+        if not greedy or any(gen.recompute_at(self.model, s.pos) for s in mine):
+            self._flush()  # these rows need every token on the host first (sampling state, a recompute)
             mine = [s for s in mine if self._slots[s.slot] is s]
         for seq in [s for s in mine if s.pos >= self.slot_ctx]:
             mine.remove(seq)
@@ -256,26 +255,14 @@ class FastBatcher(SlotScheduler):
             ready.record()
         last, self._ahead = self._ahead, Ahead(list(mine), picks, host, ready)
         if last is not None:
-            self._held.append(last)
-        if len(self._held) >= self.emit_every:
-            held, self._held = self._held, []
-            for ahead in held:
-                self._emit_ahead(ahead)
-
-    def _held_back(self, mine: list[Seq]) -> bool:
-        """True when a row's last pick is in a held step rather than the last one (its group sat out the last
-        step), so neither the GPU's last picks nor ``seq.todo`` hold its input."""
-        if not self._held:
-            return False
-        latest = set(self._ahead.seqs)
-        return any(s not in latest and any(s in a.seqs for a in self._held) for s in mine)
+            self._emit_ahead(last)
 
     def _flush(self) -> bool:
-        """Emit the picks still ahead of the host, oldest first; False when there were none."""
-        held, self._held, last, self._ahead = self._held, [], self._ahead, None
-        for ahead in [*held, last] if last is not None else held:
-            self._emit_ahead(ahead)
-        return last is not None or bool(held)
+        """Emit the picks still ahead of the host; False when there were none."""
+        last, self._ahead = self._ahead, None
+        if last is not None:
+            self._emit_ahead(last)
+        return last is not None
 
     def _emit_ahead(self, ahead: Ahead) -> None:
         if ahead.ready is not None:
