@@ -133,7 +133,13 @@ def versions(backend: str) -> dict:
     import importlib.metadata as md
 
     names = ["llama_cpp_python"] if backend == "llamacpp" else ["torch", "transformers"]
-    return {n: md.version(n) for n in [*names, "fastapi", "uvicorn", "starlette", "httpx"]}
+    out = {n: md.version(n) for n in [*names, "fastapi", "uvicorn", "starlette", "httpx"]}
+    for n in ("uvloop", "httptools"):  # uvicorn runs on them when they are installed
+        try:
+            out[n] = md.version(n)
+        except md.PackageNotFoundError:
+            pass
+    return out
 
 
 def device_name(backend: str) -> str:
