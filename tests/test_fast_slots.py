@@ -200,6 +200,33 @@ def test_prefill_graphs_padded_prompt_equals_plain_prefill(pair):
     torch.testing.assert_close(prefills.prefill(long, 0, 1), gen.prefill(m, torch.tensor([long]), torch.arange(ORIG + 6))[0])
 
 
+@pytest.mark.parametrize("graph_tokens", [2048, 64])
+def test_prefill_graphs_rows_equal_one_row_prefills(pair, monkeypatch, graph_tokens):
+    """PrefillGraphs.prefill_rows pads 3 rows (one after a cached prefix) to the 4-row, 64-token bucket, a
+    padding row at the scratch position: each row's logits and keys equal its own plain prefill. Past the
+    buckets (``GRAPH_TOKENS`` 64) the rows go through the eager forward instead, with the same result."""
+    monkeypatch.setattr(gen, "GRAPH_TOKENS", graph_tokens)
+    ref, _ = pair
+    m = ref.model
+    m.setup_caches(4, ORIG * 4)
+    prefills = gen.PrefillGraphs(m)
+    shared = ids(20, 101)
+    prompts = [ids(9, 102), ids(33, 103, shared), ids(50, 104)]
+    singles, keys = [], []
+    for p in prompts:  # each alone in slot 0
+        singles.append(gen.prefill(m, torch.tensor([p]), torch.arange(len(p)))[0])
+        keys.append(m.model.layers[-1].self_attn.k_cache[0, :, :len(p)].clone())
+    gen.prefill(m, torch.tensor([shared]), torch.arange(20), slot=3)  # slot 3 holds the shared prefix
+    starts, slots = [0, 20, 0], [1, 3, 2]
+    assert prefills.shape([9, 13, 50]) == ((4, 64) if graph_tokens == 2048 else None)
+    got = prefills.prefill_rows([p[s:] for p, s in zip(prompts, starts)], starts, slots)
+    assert got.shape == (3, m.args.vocab_size)
+    for row, slot in enumerate(slots):
+        torch.testing.assert_close(got[row], singles[row], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(m.model.layers[-1].self_attn.k_cache[slot, :, :len(prompts[row])], keys[row],
+                                   rtol=1e-5, atol=1e-5)
+
+
 def test_batched_step_logits_equal_single_rows(pair):
     """One decode step over rows at different positions (per-row rotary, cache write and mask) gives each
     row the logits of its own one-row step; an idle row at the scratch position changes nothing."""

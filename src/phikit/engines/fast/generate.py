@@ -18,7 +18,9 @@ from . import model as model_mod
 from .model import Transformer
 
 MIN_BUCKET = 256  # a short chat's step reads 256 positions of KV per row, not 1,024 (bench-serve-gpu.md)
-PREFILL_BUCKETS = (16, 32, 64, 128, 256, 512)  # prompt lengths whose one-row prefill is replayed from a graph
+PREFILL_BUCKETS = (16, 32, 64, 128, 256, 512)  # tokens per row of a prefill replayed from a graph
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32)  # rows of a prefill replayed from a graph
+GRAPH_TOKENS = 2048  # rows x tokens of a captured prefill at most (its activations live in the graphs' pool)
 
 
 def bucket(n: int, limit: int | None = None) -> int:
@@ -178,79 +180,112 @@ class DecodeGraphs:
 
 
 class PrefillGraphs:
-    """One sequence's prefill of up to 512 tokens (after any cached prefix in its slot), replayed from a CUDA
-    graph per (token bucket, cache-length bucket): an eager prefill is ~1,300 kernel launches from Python, which
-    on a busy server cost more than the GPU's work for a short prompt. vLLM V1 likewise replays captured graphs
-    for batches of up to 512 tokens. The prompt is padded to its bucket at the scratch position
-    (:meth:`.model.Transformer.prefill_rows`). On CPU (or ``enabled=False``) the same padded forward runs eagerly.
+    """Prefills of up to 32 sequences at once (each up to 512 tokens after any cached prefix in its slot, at
+    most :data:`GRAPH_TOKENS` padded tokens in all), replayed from a CUDA graph per (rows bucket, tokens bucket,
+    cache-length bucket): an eager prefill is ~1,300 kernel launches from Python, which on a busy server cost
+    more than the GPU's work for short prompts, and a wave of requests joining a running batch is many short
+    prompts. vLLM V1 likewise replays captured graphs for batches of up to 512 tokens. Rows are padded to their
+    buckets at the scratch position (:meth:`.model.Transformer.prefill_rows`; a padding row writes only there).
+    The graphs share one memory pool: each replay's logits are copied out before the next replay. On CPU (or
+    ``enabled=False``) the same padded forward runs eagerly.
     """
 
     def __init__(self, model: Transformer, enabled: bool = True):
         self.model = model
         self.enabled = enabled and model.device.type == "cuda"
-        self.graphs: dict[tuple[int, int], tuple] = {}
+        self.graphs: dict[tuple[int, int, int], tuple] = {}
+        self.pool = None  # the graphs' shared memory pool (made at the first capture)
         self.version = model.cache_version
 
     def fits(self, n: int, start: int) -> bool:
-        """Whether ``n`` tokens after ``start`` cached ones can be prefilled here (short rotary factors only)."""
+        """Whether a row of ``n`` tokens after ``start`` cached ones can be prefilled here (short rotary factors only)."""
         end = start + n
         return n <= PREFILL_BUCKETS[-1] and (self.model.args.long_factor is None
                                              or end <= self.model.args.original_max_position)
 
-    @torch.inference_mode()
+    def shape(self, lengths: list[int]) -> tuple[int, int] | None:
+        """The (rows, tokens) buckets a prefill of rows of these lengths runs at, or None past the buckets."""
+        r = next((b for b in ROW_BUCKETS if b >= len(lengths)), None)
+        t = next((b for b in PREFILL_BUCKETS if b >= max(lengths)), None)
+        return (r, t) if r is not None and t is not None and r * t <= GRAPH_TOKENS else None
+
     def prefill(self, tokens: list[int], start: int, slot: int) -> torch.Tensor:
-        """Prefill ``tokens`` into cache row ``slot`` at positions ``start`` on (keeping what the row holds
-        before ``start``); returns the last token's logits [V] (fp32). From a graph when :meth:`fits`, else
-        with the eager :func:`prefill` (long prompts, and those past LongRoPE's switch)."""
-        m, n = self.model, len(tokens)
-        if not self.fits(n, start):
-            return prefill(m, torch.tensor([tokens], device=m.device), torch.arange(start, start + n, device=m.device),
-                           slot=slot, start=start)[0]
-        t = next(b for b in PREFILL_BUCKETS if b >= n)
-        kv_len = bucket(start + n, m.max_len)
-        (padded,), (positions,) = pad_rows([tokens], [start], t, m.max_len - 1)
-        host = to_device([padded, positions, [slot, n - 1] + [0] * (t - 2)], m.device)
+        """One row: :meth:`prefill_rows` of ``[tokens]``; returns the last token's logits [V] (fp32)."""
+        return self.prefill_rows([tokens], [start], [slot])[0]
+
+    @torch.inference_mode()
+    def prefill_rows(self, rows: list[list[int]], starts: list[int], slots: list[int]) -> torch.Tensor:
+        """Prefill ``rows[i]`` into cache row ``slots[i]`` at positions ``starts[i]`` on (keeping what the row holds
+        before ``starts[i]``); returns each row's last token's logits [len(rows), V] (fp32, a tensor of its own).
+
+        From a graph when every row :meth:`fits` and the rows fit a :meth:`shape`; otherwise eagerly: one row
+        with :func:`prefill` (a prompt past LongRoPE's switch uses the long factors), several with
+        :meth:`.model.Transformer.prefill_rows` (the caller keeps those below the switch).
+        """
+        m, scratch = self.model, self.model.max_len - 1
+        shape = self.shape([len(r) for r in rows]) if all(self.fits(len(r), s) for r, s in zip(rows, starts)) else None
+        if shape is None:
+            if len(rows) == 1:
+                n = len(rows[0])
+                return prefill(m, torch.tensor(rows, device=m.device), torch.arange(starts[0], starts[0] + n, device=m.device),
+                               slot=slots[0], start=starts[0])
+            tokens, positions = pad_rows(rows, starts, max(map(len, rows)), scratch)
+            meta = to_device([slots, [len(r) - 1 for r in rows]], m.device)
+            return m.prefill_rows(to_device(tokens, m.device), to_device(positions, m.device), meta[0], meta[1],
+                                  kv_len=max(s + len(r) for r, s in zip(rows, starts)))
+        r, t = shape
+        pad = r - len(rows)  # padding rows: token 0 at the scratch position of the first row's slot
+        tokens, positions = pad_rows([*rows, *[[]] * pad], [*starts, *[scratch] * pad], t, scratch)
+        lasts = [len(x) - 1 for x in rows] + [0] * pad
+        host = to_device([[*tk, *ps, sl, la] for tk, ps, sl, la in zip(tokens, positions, [*slots, *[slots[0]] * pad], lasts)],
+                         m.device)  # [r, 2t + 2]: tokens, positions, slot, last
+        kv_len = bucket(max(s + len(x) for x, s in zip(rows, starts)), m.max_len)
         if not self.enabled:
-            return m.prefill_rows(host[0:1], host[1:2], host[2, :1], host[2, 1:2], kv_len)[0]
-        graph, static, logits = self._graph(t, kv_len)
+            return self._run(host, t, kv_len)[: len(rows)]
+        graph, static, logits = self._graph(r, t, kv_len)
         static.copy_(host)
         graph.replay()
-        return logits[0]
+        return logits[: len(rows)].clone()  # the pool is shared: the next replay may overwrite it
 
-    def warm(self, kv_len: int) -> None:
-        """Capture every token bucket's graph at cache length ``kv_len`` now (at start-up, not on a request)."""
+    def _run(self, static: torch.Tensor, t: int, kv_len: int) -> torch.Tensor:
+        return self.model.prefill_rows(static[:, :t], static[:, t: 2 * t], static[:, 2 * t], static[:, 2 * t + 1], kv_len)
+
+    def warm(self, kv_len: int, max_rows: int = 1) -> None:
+        """Capture every (rows, tokens) bucket's graph up to ``max_rows`` rows at cache length ``kv_len`` now (at
+        start-up, not on a request)."""
         if self.enabled:
-            for t in PREFILL_BUCKETS:
-                self._graph(t, kv_len)
+            for r in [b for b in ROW_BUCKETS if b <= max_rows]:
+                for t in PREFILL_BUCKETS:
+                    if r * t <= GRAPH_TOKENS:
+                        self._graph(r, t, kv_len)
 
-    def _graph(self, t: int, kv_len: int) -> tuple:
+    def _graph(self, r: int, t: int, kv_len: int) -> tuple:
         if self.version != self.model.cache_version:  # the cache was reallocated: old graphs point at freed memory
             self.graphs.clear()
+            self.pool = None
             self.version = self.model.cache_version
-        if (t, kv_len) not in self.graphs:
-            self.graphs[t, kv_len] = self.capture(t, kv_len)
-        return self.graphs[t, kv_len]
+        if (r, t, kv_len) not in self.graphs:
+            self.graphs[r, t, kv_len] = self.capture(r, t, kv_len)
+        return self.graphs[r, t, kv_len]
 
     @torch.inference_mode()
-    def capture(self, t: int, kv_len: int) -> tuple:
+    def capture(self, r: int, t: int, kv_len: int) -> tuple:
         """Warm up on a side stream, then capture. The static inputs start at the scratch position of row 0,
         so the warm-up writes nothing any slot reads."""
         m = self.model
-        static = torch.zeros(3, t, dtype=torch.long, device=m.device)  # tokens, positions, [slot, last]
-        static[1].fill_(m.max_len - 1)
-
-        def run():
-            return m.prefill_rows(static[0:1], static[1:2], static[2, :1], static[2, 1:2], kv_len)
-
+        static = torch.zeros(r, 2 * t + 2, dtype=torch.long, device=m.device)  # tokens, positions, slot, last
+        static[:, t: 2 * t].fill_(m.max_len - 1)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):
-                run()
+                self._run(static, t, kv_len)
         torch.cuda.current_stream().wait_stream(stream)
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            logits = run()
+        with torch.cuda.graph(graph, pool=self.pool):
+            logits = self._run(static, t, kv_len)
         return graph, static, logits
 
 

@@ -5,8 +5,8 @@ loop, frees finished slots and seats waiting requests):
 
 1. **Prefill** newly seated sequences into their own rows, up to a token budget per step (so a burst of
    arrivals does not stall the running ones for long): several in one forward, each row at its own slot and
-   positions (:meth:`.model.Transformer.prefill_rows`), or one alone from a captured graph when it is short
-   (:class:`.generate.PrefillGraphs`): an eager prefill is ~1,300 kernel launches from Python. A sequence
+   positions (:meth:`.model.Transformer.prefill_rows`), replayed from a captured graph when the rows are
+   short (:class:`.generate.PrefillGraphs`): an eager prefill is ~1,300 kernel launches from Python. A sequence
    seated in a slot whose cached prompt shares a prefix with its own keeps those positions' keys and values
    and prefills only the rest (prefix reuse; it attends to the cached prefix exactly as a cold prefill
    would). Its first token is sampled from the prefill's logits.
@@ -113,7 +113,7 @@ class FastBatcher(SlotScheduler):
                 for b in sizes:
                     scratch = torch.full((b,), self.cache_len - 1, device=dev)
                     self.graphs.step(torch.zeros(b, 1, dtype=torch.long, device=dev), scratch, kv_len)
-            self.prefills.warm(lengths[0])  # and a short prompt's prefill
+            self.prefills.warm(lengths[0], self.n_slots)  # and the prefills of joining prompts
 
     def _reset(self) -> None:
         self._ahead = None  # stale KV is overwritten before it is read; reuse trusts only ``_cached`` (cleared by the caller)
@@ -160,14 +160,12 @@ class FastBatcher(SlotScheduler):
         return budget < PREFILL_TOKENS
 
     def _prefill_together(self, seqs: list[Seq]) -> None:
-        """Prefill the seated ``seqs`` (one adapter group) in one forward, record what each slot now caches,
+        """Prefill the seated ``seqs`` (one adapter group) in one forward (a graph replay when short), record what each slot now caches,
         and sample each one's first token. A failure is those requests' error; their slots' KV is then unknown."""
         try:
             self._use_group(seqs[0].group)
-            if len(seqs) == 1:
-                logits = self._prefill(seqs[0], seqs[0].todo, seqs[0].pos)[None]
-            else:
-                logits = self._prefill_rows(seqs)
+            logits = self.prefills.prefill_rows([s.todo for s in seqs], [s.pos for s in seqs], [s.slot for s in seqs])
+            self._count_step(sum(len(s.todo) for s in seqs), len(seqs))
         except Exception as exc:  # noqa: BLE001
             for seq in seqs:
                 self._cached[seq.slot] = []
@@ -272,29 +270,11 @@ class FastBatcher(SlotScheduler):
             if self._slots[seq.slot] is seq:  # not finished, failed or cancelled meanwhile
                 self._emit(seq, host[seq.slot])
 
-    def _prefill(self, seq: Seq, tokens: list[int], start: int) -> torch.Tensor:
-        """Prefill ``tokens`` into ``seq``'s slot at positions ``start`` on (keeping what the slot holds before
-        ``start``), as one step of its own; returns the last position's logits [V] (fp32)."""
-        logits = self.prefills.prefill(tokens, start, seq.slot)  # one graph replay when the prompt is short
-        self._count_step(len(tokens), 1)
-        return logits
-
-    def _prefill_rows(self, seqs: list[Seq]) -> torch.Tensor:
-        """Prefill each sequence's ``todo`` at its own slot and positions in one forward (rows padded to the
-        longest at the scratch position); returns their last tokens' logits [len(seqs), V] (fp32)."""
-        dev = self.model.device
-        tokens, positions = gen.pad_rows([s.todo for s in seqs], [s.pos for s in seqs],
-                                         max(len(s.todo) for s in seqs), self.cache_len - 1)
-        rows = to_device([[s.slot for s in seqs], [len(s.todo) - 1 for s in seqs]], dev)
-        logits = self.model.prefill_rows(to_device(tokens, dev), to_device(positions, dev), rows[0], rows[1],
-                                         kv_len=max(s.pos + len(s.todo) for s in seqs))
-        self._count_step(sum(len(s.todo) for s in seqs), len(seqs))
-        return logits
-
     def _recompute(self, seq: Seq) -> None:
         """Prefill the slot's whole sequence again with LongRoPE's long factors, as transformers' ``generate``
         does when a sequence first passes the switch (:func:`.generate.recompute_at`), and sample from it."""
-        logits = self._prefill(seq, seq.ids, 0)  # the prompt and every token emitted, the last one to feed now
+        logits = self.prefills.prefill(seq.ids, 0, seq.slot)  # the prompt and every token emitted, the last one to feed now
+        self._count_step(len(seq.ids), 1)
         self._cached[seq.slot] = []  # its prompt's keys now use the long factors: no longer a reusable prefix
         seq.pos += 1
         self._sample([seq], logits[None])
