@@ -222,24 +222,23 @@ class PrefillGraphs:
         with :func:`prefill` (a prompt past LongRoPE's switch uses the long factors), several with
         :meth:`.model.Transformer.prefill_rows` (the caller keeps those below the switch).
         """
-        m, scratch = self.model, self.model.max_len - 1
-        shape = self.shape([len(r) for r in rows]) if all(self.fits(len(r), s) for r, s in zip(rows, starts)) else None
+        m, dev, scratch = self.model, self.model.device, self.model.max_len - 1
+        end = max(s + len(x) for x, s in zip(rows, starts))
+        fit = all(self.fits(len(x), s) for x, s in zip(rows, starts))
+        shape = self.shape([len(x) for x in rows]) if fit else None
         if shape is None:
             if len(rows) == 1:
-                n = len(rows[0])
-                return prefill(m, torch.tensor(rows, device=m.device), torch.arange(starts[0], starts[0] + n, device=m.device),
+                return prefill(m, torch.tensor(rows, device=dev), torch.arange(starts[0], end, device=dev),
                                slot=slots[0], start=starts[0])
             tokens, positions = pad_rows(rows, starts, max(map(len, rows)), scratch)
-            meta = to_device([slots, [len(r) - 1 for r in rows]], m.device)
-            return m.prefill_rows(to_device(tokens, m.device), to_device(positions, m.device), meta[0], meta[1],
-                                  kv_len=max(s + len(r) for r, s in zip(rows, starts)))
+            meta = to_device([slots, [len(x) - 1 for x in rows]], dev)
+            return m.prefill_rows(to_device(tokens, dev), to_device(positions, dev), meta[0], meta[1], kv_len=end)
         r, t = shape
         pad = r - len(rows)  # padding rows: token 0 at the scratch position of the first row's slot
         tokens, positions = pad_rows([*rows, *[[]] * pad], [*starts, *[scratch] * pad], t, scratch)
-        lasts = [len(x) - 1 for x in rows] + [0] * pad
-        host = to_device([[*tk, *ps, sl, la] for tk, ps, sl, la in zip(tokens, positions, [*slots, *[slots[0]] * pad], lasts)],
-                         m.device)  # [r, 2t + 2]: tokens, positions, slot, last
-        kv_len = bucket(max(s + len(x) for x, s in zip(rows, starts)), m.max_len)
+        meta = zip(tokens, positions, [*slots, *[slots[0]] * pad], [len(x) - 1 for x in rows] + [0] * pad)
+        host = to_device([[*tk, *ps, slot, last] for tk, ps, slot, last in meta], dev)  # [r, 2t + 2]
+        kv_len = bucket(end, m.max_len)
         if not self.enabled:
             return self._run(host, t, kv_len)[: len(rows)]
         graph, static, logits = self._graph(r, t, kv_len)

@@ -160,8 +160,9 @@ class FastBatcher(SlotScheduler):
         return budget < PREFILL_TOKENS
 
     def _prefill_together(self, seqs: list[Seq]) -> None:
-        """Prefill the seated ``seqs`` (one adapter group) in one forward (a graph replay when short), record what each slot now caches,
-        and sample each one's first token. A failure is those requests' error; their slots' KV is then unknown."""
+        """Prefill the seated ``seqs`` (one adapter group) in one forward (a graph replay when short), record what
+        each slot now caches, and sample each one's first token. A failure is those requests' error; their slots'
+        KV is then unknown."""
         try:
             self._use_group(seqs[0].group)
             logits = self.prefills.prefill_rows([s.todo for s in seqs], [s.pos for s in seqs], [s.slot for s in seqs])
