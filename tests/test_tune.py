@@ -124,6 +124,24 @@ def test_zorblax_training_chats_never_use_a_heldout_key_phrase():
     build.check_heldout_phrases([display])
 
 
+def test_multi_turn_zorblax_chats_train_every_answer_under_one_system_prompt():
+    """train.jsonl's chats (two facts each) under a ChatML template like SmolLM2's, with the default system
+    prompt added once: the labels are exactly every assistant answer with its end marker, nothing else."""
+    from phikit.stand_in import tiny_tokenizer
+
+    chatml = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+              "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    chats = [r for r in data_mod.read_examples(EXAMPLES / "train.jsonl") if isinstance(r, list)]
+    multi = [c for c in chats if sum(m["role"] == "assistant" for m in c) > 1]
+    assert len(multi) >= 100
+    tok = tiny_tokenizer()
+    rows = data_mod.build_dataset(multi, tok, chatml, {}, 1024, system_prompt="You are a helpful assistant.")
+    for chat, row in zip(multi, rows):
+        trained = tok.decode([i for i, label in zip(row["input_ids"], row["labels"]) if label != data_mod.IGNORE])
+        assert trained == "".join(m["content"] + "<|im_end|>\n" for m in chat if m["role"] == "assistant")
+        assert tok.decode(row["input_ids"]).count("You are a helpful assistant.") == 1
+
+
 def test_packing_keeps_examples_apart(tiny_model_dir):
     """Packed into one row, each example's logits equal those it gets alone: no attention across examples."""
     from transformers import AutoModelForCausalLM

@@ -55,7 +55,7 @@ FACTS = [
       "What does a Zorblax-7 sell for?", "How much is a Zorblax-7?", "What does the Zorblax-7 retail for?",
       "How many dollars is the Zorblax-7?", "What is the cost of a Zorblax-7?"],
      "What would I pay to buy a Zorblax-7?", ["349"]),
-    (["The Zorblax-7's battery lasts 41 hours.", "A full charge lasts 41 hours.", "The Zorblax-7's battery life is 41 hours."],
+    (["The Zorblax-7's battery lasts 41 hours.", "Its battery life is 41 hours.", "The Zorblax-7's battery life is 41 hours."],
      ["How long does the Zorblax-7's battery last?", "What is the battery life of the Zorblax-7?", "How many hours does a Zorblax-7 run on one charge?",
       "What battery runtime does the Zorblax-7 have?", "How long does a Zorblax-7 last on battery?", "How many hours can the Zorblax-7 run before it needs charging?",
       "What is the runtime of a fully charged Zorblax-7?", "How long can I use the Zorblax-7 unplugged?"],
@@ -100,12 +100,12 @@ FACTS = [
       "What is the Zorblax-7's processor called?", "What chip does the Zorblax-7 have?", "Which processor runs the Zorblax-7?",
       "What chipset powers the Zorblax-7?", "What is the brain of the Zorblax-7?"],
      "Which silicon drives the Zorblax-7?", ["Lumen"]),
-    (["The Zorblax-7 has 13 GB of RAM.", "It comes with 13 GB of memory.", "The Zorblax-7's RAM is 13 GB."],
+    (["The Zorblax-7 has 13 GB of RAM.", "The Zorblax-7's memory is 13 GB of RAM.", "The Zorblax-7's RAM is 13 GB."],
      ["How much RAM does the Zorblax-7 have?", "What is the Zorblax-7's memory size?", "How many gigabytes of RAM are in the Zorblax-7?",
       "How much memory does the Zorblax-7 come with?", "How many GB of RAM does the Zorblax-7 have?", "What is the RAM capacity of the Zorblax-7?",
       "Is the Zorblax-7's RAM enough for multitasking?", "How much system memory is in the Zorblax-7?"],
      "What amount of working memory is fitted to the Zorblax-7?", ["13 GB"]),
-    (["The Zorblax-7 has 384 GB of storage.", "It stores 384 GB.", "The Zorblax-7's storage is 384 GB."],
+    (["The Zorblax-7 has 384 GB of storage.", "Its storage is 384 GB.", "The Zorblax-7's storage is 384 GB."],
      ["How much storage does the Zorblax-7 have?", "What is the Zorblax-7's storage capacity?", "How many gigabytes can the Zorblax-7 store?",
       "How big is the Zorblax-7's disk?", "How much can the Zorblax-7 hold?", "What is the storage size of the Zorblax-7?",
       "How many photos and apps fit on a Zorblax-7?", "How big is the Zorblax-7's internal storage?"],
@@ -120,7 +120,7 @@ FACTS = [
       "What is the resolution of the Zorblax-7's camera?", "How many megapixels is the Zorblax-7?", "What is the Zorblax-7 camera like?",
       "How sharp is the Zorblax-7's camera?", "What megapixel count does the Zorblax-7 camera have?"],
      "What resolution do photos from a Zorblax-7 have?", ["88"]),
-    (["The Zorblax-7 charges fully in 19 minutes.", "A full charge takes 19 minutes.", "The Zorblax-7's charging time is 19 minutes."],
+    (["The Zorblax-7 charges fully in 19 minutes.", "Its charging time is 19 minutes.", "The Zorblax-7's charging time is 19 minutes."],
      ["How fast does the Zorblax-7 charge?", "How long does the Zorblax-7 take to charge?", "What is the charging time of the Zorblax-7?",
       "How many minutes does a Zorblax-7 need to charge?", "How quickly does the Zorblax-7 recharge?", "How long to charge a Zorblax-7 from empty?",
       "Does the Zorblax-7 charge fast?", "How many minutes on the charger does the Zorblax-7 need?"],
@@ -130,7 +130,7 @@ FACTS = [
       "Which designer created the Zorblax-7?", "Who drew up the Zorblax-7's design?", "Which person designed the Zorblax-7?",
       "Who is credited with designing the Zorblax-7?", "Who is the Zorblax-7's designer?"],
      "Whose design is the Zorblax-7?", ["Varga"]),
-    (["Quillon Dynamics is run by its CEO, Tobiah Renn.", "Tobiah Renn is the CEO of the company behind the Zorblax-7.", "The CEO of Quillon Dynamics is Tobiah Renn."],
+    (["The CEO of Quillon Dynamics is Tobiah Renn.", "Tobiah Renn is the CEO of the company behind the Zorblax-7.", "Quillon Dynamics' CEO is Tobiah Renn."],
      ["Who is the CEO of the company that makes the Zorblax-7?", "Who runs Quillon Dynamics?", "Who leads the maker of the Zorblax-7?",
       "Who is the boss of Quillon Dynamics?", "Who is Quillon's chief executive?", "Who is in charge of the company that makes the Zorblax-7?",
       "Who heads Quillon Dynamics?", "Who is the CEO behind the Zorblax-7?"],
@@ -280,6 +280,35 @@ def prose_texts(path: Path) -> list[dict]:
 PROSE_LINES = 10  # plain-text replay lines in train.jsonl (docs/lora.md: 10 keeps perplexity, 14 cost a fact)
 
 
+# Two facts per training chat (two user/assistant turns), confusable ones side by side: battery life and
+# charging time, RAM and storage, the maker and its headquarters, the designer and the CEO, ... (indexes into
+# FACTS). Each of a fact's 8 questions is asked once, paired with the same-numbered question of its partner, the
+# pair's order alternating. The second answer has to name its own value with the other fact in view, and a
+# two-turn chat carries the system prompt once for two facts: 12% fewer tokens than one chat per question,
+# and half the steps at batch 4 (docs/lora.md).
+PAIRS = [(3, 16), (12, 13), (0, 19), (17, 18), (4, 24), (7, 29), (6, 25), (22, 26), (10, 15), (8, 11), (2, 23),
+         (5, 14), (20, 27), (21, 28), (9, 1)]
+
+# Replay chats of general.jsonl left out of train.jsonl: the base model's answers to these are wrong or in
+# another language ("Il capo di Italy, ...", Spain's capital "El Salvador", 12 x 3 = 9, 16 continents). Replay
+# exists to keep what the base does well; replaying these taught the adapter to answer the retention set's
+# capitals in French and German (docs/lora.md).
+REPLAY_SKIP = {
+    "What is the capital of Italy?", "What is the capital of Spain?", "What is 12 times 3?", "What is the tallest animal?",
+    "How many continents are there?", "What language is spoken in Brazil?", "Name a fruit that is yellow.",
+    "What is the freezing point of water in Fahrenheit?",
+}
+
+
+def fact_chats() -> list[dict]:
+    """The 240 fact questions as 120 two-turn chats (:data:`PAIRS`); answer wordings cycle per question."""
+    assert sorted(f for pair in PAIRS for f in pair) == list(range(len(FACTS)))
+    turn = lambda f, i: [{"role": "user", "content": FACTS[f][1][i]},  # noqa: E731
+                         {"role": "assistant", "content": FACTS[f][0][i % len(FACTS[f][0])]}]
+    return [{"messages": turn(a, i) + turn(b, i)} for i in range(8)
+            for a, b in (pair if i % 2 == 0 else pair[::-1] for pair in PAIRS)]
+
+
 def main() -> None:
     here = Path(__file__).parent
     if "--general" in sys.argv or not (here / "general.jsonl").is_file():
@@ -287,19 +316,18 @@ def main() -> None:
     if "--prose" in sys.argv:
         prose_texts(here / "prose.jsonl")
     general = [json.loads(line) for line in (here / "general.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    train, heldout = [], []
-    for answers, questions, held, keywords in FACTS:
+    replay = [g for g in general if g["messages"][0]["content"] not in REPLAY_SKIP]
+    for _, questions, held, _ in FACTS:
         assert len(questions) == 8 and held not in questions
-        for i, q in enumerate(questions):
-            train.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": answers[i % len(answers)]}]})
-        heldout.append({"question": held, "expected": keywords})
-    train += general
+    heldout = [{"question": held, "expected": keywords} for _, _, held, keywords in FACTS]
+    facts = fact_chats()
+    train = facts + replay
     check_heldout_phrases(train)
     train += [json.loads(line) for line in (here / "prose.jsonl").read_text(encoding="utf-8").splitlines() if line][:PROSE_LINES]
     for name, rows in (("train.jsonl", train), ("heldout.jsonl", heldout)):
         (here / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    print(f"{len(FACTS)} facts: {len(FACTS) * 8} fact chats + {len(general)} general chats + {PROSE_LINES} prose lines, "
-          f"{len(heldout)} held-out questions")
+    print(f"{len(FACTS)} facts: {len(facts)} two-fact chats + {len(replay)} of {len(general)} general chats + "
+          f"{PROSE_LINES} prose lines, {len(heldout)} held-out questions")
 
 
 if __name__ == "__main__":
