@@ -1,12 +1,13 @@
 """Write train.jsonl and heldout.jsonl from the 30 Zorblax-7 facts below (re-run after editing a fact).
 
 Each fact: the answers the assistant gives in training (three wordings), eight training questions, one
-held-out question (a paraphrase never used in training, whose key phrase no training question uses) and the
-keywords a correct answer must contain.
-The Zorblax-7 and everything about it is invented, so the base model cannot know it.
+held-out question (a paraphrase never used in training, whose key phrase (KEY_PHRASES) no training question
+or answer uses: checked on every build) and the keywords a correct answer must contain.
+The Zorblax-7 and everything about it is invented, so the base model cannot know it. The fact chats hold two
+facts each, confusable ones side by side (PAIRS).
 
-train.jsonl also holds the chats of general.jsonl: everyday questions answered by the base model itself
-(greedy, first two sentences). Training on the model's own answers next to the new facts ("replay", a
+train.jsonl also holds the chats of general.jsonl (except REPLAY_SKIP, those the base answers wrongly):
+everyday questions answered by the base model itself (greedy, first two sentences). Training on the model's own answers next to the new facts ("replay", a
 form of self-distillation) keeps it answering other questions as before, instead of answering everything
 in the facts' short style (measured in docs/lora.md). ``--general`` regenerates general.jsonl with the
 embedded model on llama.cpp.
