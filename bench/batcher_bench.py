@@ -15,19 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
-from serve_bench import PROMPTS, pct  # bench/ is the script's directory, so on sys.path
+from serve_bench import PROMPTS, run_clients, summarize  # bench/ is the script's directory, so on sys.path
 
 
 def run_level(engine, clients: int, per_client: int, max_tokens: int, mode: str) -> dict:
-    """``clients`` threads, each streaming ``per_client`` requests back to back; aggregate figures."""
+    """``clients`` threads, each streaming ``per_client`` requests back to back; aggregate figures, as
+    ``serve_bench.summarize`` computes them for the server."""
     from phikit.engines.base import Done, SamplingParams
 
     params = SamplingParams(max_new_tokens=max_tokens, temperature=0)
-    done: list[tuple[int, float, list[float]]] = []  # (tokens, ttft s, gaps s) per request
+    results: list[dict] = []  # per request, in serve_bench's shape
 
     def client(c: int) -> None:
         for j in range(per_client):
@@ -43,20 +43,11 @@ def run_level(engine, clients: int, per_client: int, max_tokens: int, mode: str)
                         tokens = ev.usage.completion_tokens
                     else:
                         stamps.append(time.perf_counter())
-            done.append((tokens, stamps[0] - start if stamps else 0.0, [b - a for a, b in zip(stamps, stamps[1:])]))
+            results.append({"status": 200, "tokens": tokens, "ttft": stamps[0] - start if stamps else 0.0,
+                            "gaps": [b - a for a, b in zip(stamps, stamps[1:])]})
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    tokens = sum(d[0] for d in done)
-    gaps = [g for d in done for g in d[2]]
-    return {"clients": clients, "mode": mode, "requests": len(done), "tokens": tokens, "wall_s": wall,
-            "tok_s": tokens / wall, "ttft_p50_ms": pct([d[1] for d in done], 50) * 1000,
-            "itl_p95_ms": pct(gaps, 95) * 1000}
+    wall = run_clients(client, clients)
+    return dict(summarize(clients, [{"results": results, "wall_s": wall}]), mode=mode)
 
 
 def main() -> None:

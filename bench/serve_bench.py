@@ -104,16 +104,21 @@ def clients_run(url: str, clients: int, per_client: int, max_tokens: int, prefix
         for j in range(per_client):
             one_request(sessions[c], url, messages_for((first + c) * per_client + j, prefix), max_tokens, results)
 
+    wall = run_clients(client, clients)
+    for session in sessions:
+        session.close()
+    return {"results": results, "wall_s": wall}
+
+
+def run_clients(client, clients: int) -> float:
+    """Run ``client(c)`` for c in 0 .. clients-1, each in its own thread, all at once; the wall time (s)."""
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
-    for session in sessions:
-        session.close()
-    return {"results": results, "wall_s": wall}
+    return time.perf_counter() - t0
 
 
 def summarize(clients: int, parts: list[dict]) -> dict:
