@@ -148,6 +148,46 @@ def test_decode_logits_match_transformers_step_by_step(pair):
             torch.testing.assert_close(logits, hf_logits, rtol=1e-5, atol=1e-5)
 
 
+@pytest.fixture
+def layer_step_on():
+    """The one-token step through ``STEP.layer`` (what compile_layers sets), undone afterwards."""
+    from phikit.engines.fast import model as model_mod
+
+    yield model_mod
+    model_mod.STEP.__init__()
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_layer_step_equals_block_steps(pair, layer_step_on, compiled):
+    """The per-layer step (the residual add fused with the next layer's norm, the final norm after the last
+    layer) gives the Block-by-Block step's logits; compiled, dynamo traces one graph that every layer reuses
+    (what makes the regional compile short) and one more for another cache-length bucket."""
+    from torch._dynamo.utils import counters
+
+    _, fast = pair
+    ids = prompt(40, seed=4)
+    fast.setup_caches(1, 2 * gen.MIN_BUCKET)
+
+    def steps(kv_len):
+        graphs = gen.DecodeGraphs(fast)
+        logits, out = gen.prefill(fast, ids, torch.arange(40)), []
+        for i in range(6):
+            tok = logits.argmax(-1, keepdim=True)
+            logits = graphs.step(tok, 40 + i, kv_len).clone()
+            out.append(logits)
+        return torch.stack(out)
+
+    want = steps(gen.MIN_BUCKET)
+    torch._dynamo.reset()
+    counters.clear()
+    step = torch.compile(layer_step_on.layer_step, fullgraph=True, backend="eager") if compiled else layer_step_on.layer_step
+    layer_step_on.STEP.__init__(layer=step)
+    for kv_len in (gen.MIN_BUCKET, 2 * gen.MIN_BUCKET):
+        torch.testing.assert_close(steps(kv_len), want, rtol=1e-5, atol=1e-5)
+    assert fast.args.n_layer > 1
+    assert counters["stats"]["unique_graphs"] == (2 if compiled else 0)
+
+
 def test_bucket_sizes():
     assert gen.bucket(1) == gen.MIN_BUCKET
     assert gen.bucket(1025) == 2048 and gen.bucket(2048) == 2048

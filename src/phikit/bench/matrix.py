@@ -46,12 +46,14 @@ class Spec:
     cpu_price_per_hour: float | None = None
     prompt_tokens: int = 512
     answer_tokens: int = 128
-    fast_compile: str = "ops"
+    fast_compile: str = "layers"
 
     def check(self) -> None:
         """Raises BadRequestError naming the first bad setting."""
-        if self.fast_compile not in ("ops", "step", "none"):
-            raise BadRequestError(f"unknown --fast-compile {self.fast_compile!r}; use ops, step or none")
+        from ..engines.fast.generate import COMPILE_MODES  # imports torch, as the run itself will
+
+        if self.fast_compile not in COMPILE_MODES:
+            raise BadRequestError(f"unknown --fast-compile {self.fast_compile!r}; use {', '.join(COMPILE_MODES)}")
         bad = [b for b in self.backends if b not in BACKENDS]
         if bad:
             raise BadRequestError(f"unknown backend {bad[0]!r} in --backends; use some of {', '.join(BACKENDS)}")

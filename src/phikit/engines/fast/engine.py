@@ -24,9 +24,11 @@ from ..batching import check_slots
 from ..local import HFTokenizerEngine
 from . import lora
 from .generate import (
+    COMPILE_MODES,
     DecodeGraphs,
     PrefillGraphs,
     bucket,
+    compile_layers,
     compile_ops,
     compile_step,
     prefill,
@@ -97,9 +99,11 @@ class FastEngine(AdapterSwitch, HFTokenizerEngine):
     Args:
         ref: a resolved ``hf`` checkpoint (safetensors + config + tokenizer).
         precision: ``auto`` (= ``bf16``) | ``bf16`` | ``int4`` (torchao) | ``nf4`` (bitsandbytes).
-        compile: ``True``/``"ops"``: fuse the elementwise pieces with ``torch.compile`` (falls back to eager if
-            that fails); ``"step"``: compile the whole one-token step (:func:`.generate.compile_step`: faster
-            decode, tens of seconds of compiling per batch/length bucket; process-wide); ``False``/``"none"``.
+        compile: ``True``/``"layers"``: compile one layer of the one-token step and reuse it for every layer
+            (:func:`.generate.compile_layers`); ``"ops"``: only the elementwise pieces (:func:`.generate.compile_ops`);
+            ``"step"``: the whole step (:func:`.generate.compile_step`: about ``layers``' speed, tens of seconds
+            of compiling per batch/length bucket; process-wide); ``False``/``"none"``. A failed compile falls
+            back to the eager step.
         adapter: a LoRA adapter (registered name or PEFT directory) every request gets unless it names
             another; adapters are applied unmerged over the bf16, int4 or nf4 base (:mod:`.lora`).
 
@@ -114,8 +118,8 @@ class FastEngine(AdapterSwitch, HFTokenizerEngine):
                  adapter: str | None = None):
         if not torch.cuda.is_available():
             raise PhikitError(NEEDS_CUDA)
-        if compile not in (True, False, "ops", "step", "none"):
-            raise BadRequestError(f"unknown compile mode {compile!r} for the fast backend; use ops, step or none")
+        if compile not in (True, False, *COMPILE_MODES):
+            raise BadRequestError(f"unknown compile mode {compile!r} for the fast backend; use {', '.join(COMPILE_MODES)}")
         if precision not in PRECISIONS:
             raise BadRequestError(f"unknown precision {precision!r} for the fast backend; use one of {', '.join(PRECISIONS)}")
         if ref.is_gguf:
@@ -153,11 +157,12 @@ class FastEngine(AdapterSwitch, HFTokenizerEngine):
         self.chat_template = getattr(tokenizer, "chat_template", None)
         self.special_tokens = {"bos_token": tokenizer.bos_token or "", "eos_token": tokenizer.eos_token or ""}
         self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
-        mode = {True: "ops", False: "none"}.get(compile, compile)
+        mode = {True: "layers", False: "none"}.get(compile, compile)
         on_gpu = model.device.type == "cuda"
         if mode == "step" and on_gpu:
             compile_step()
-        self.compiled = on_gpu and (mode == "step" or (mode == "ops" and compile_ops()))
+        self.compiled = on_gpu and (mode == "step" or (mode == "ops" and compile_ops())
+                                    or (mode == "layers" and compile_layers()))
         self.graphs = DecodeGraphs(model)
         self.prefills = PrefillGraphs(model)
         self._lock = threading.Lock()
@@ -167,7 +172,9 @@ class FastEngine(AdapterSwitch, HFTokenizerEngine):
         self.adapter_base, self.adapter, self._registry_seen, self._registry_default = None, None, None, None
         if self.compiled:  # compile and capture the common bucket now, so the first request is not slow
             try:
-                self._warm(bucket(1))
+                # layers: a second cache length triggers the one (dynamic) compile that serves every other length
+                for kv_len in (2 * bucket(1), bucket(1)) if mode == "layers" else (bucket(1),):
+                    self._warm(kv_len)
             except Exception:  # noqa: BLE001 - a failed compile only costs speed
                 uncompile_ops()
                 self.compiled = False

@@ -20,6 +20,7 @@ from .model import Transformer
 MIN_BUCKET = 256  # a short chat's step reads 256 positions of KV per row, not 1,024 (bench-serve-gpu.md)
 PREFILL_BUCKETS = (16, 32, 64, 128, 256, 512)  # tokens per row of a prefill replayed from a graph
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32)  # rows of a prefill replayed from a graph
+COMPILE_MODES = ("ops", "step", "layers", "none")  # what FastEngine(compile=...) and --fast-compile accept
 GRAPH_TOKENS = 2048  # rows x tokens of a captured prefill at most (its activations live in the graphs' pool)
 
 
@@ -106,6 +107,31 @@ def compile_ops() -> bool:
             inductor_config.emulate_precision_casts = True
         names = ("rms_norm", "add_rms_norm", "rotate_qk", "silu_mul")
         model_mod.STEP.__init__(**{n: torch.compile(getattr(model_mod, n), fullgraph=True, dynamic=False) for n in names})
+        return True
+    except Exception:  # noqa: BLE001 - any failure here only costs speed
+        return False
+
+
+def compile_layers() -> bool:
+    """Run the one-token step through a ``torch.compile``'d :func:`.model.layer_step`: each layer's cache write,
+    rotary, norms, attention's small kernels and residual adds fused (the matmuls stay cuBLAS), compiled once
+    for every layer, as PyTorch's regional-compilation recipe compiles one repeated block instead of the
+    whole model. Nearly the whole-step compile's decode speed (:func:`compile_step`) for a 32nd of its
+    compile time, and one compile serves every cache-length bucket and batch size above 1 (shapes are
+    made dynamic after the first change), so start-up stays short (docs/bench-gpu.md).
+
+    Returns False (and leaves the eager step) if compiling is unavailable.
+    """
+    if model_mod.STEP.layer is not None:
+        return True
+    try:
+        import torch._dynamo.config as dynamo_config
+        import torch._inductor.config as inductor_config
+
+        if hasattr(inductor_config, "emulate_precision_casts"):
+            inductor_config.emulate_precision_casts = True
+        dynamo_config.cache_size_limit = max(dynamo_config.cache_size_limit, 64)
+        model_mod.STEP.__init__(layer=torch.compile(model_mod.layer_step, fullgraph=True))
         return True
     except Exception:  # noqa: BLE001 - any failure here only costs speed
         return False

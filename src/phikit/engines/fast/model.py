@@ -134,7 +134,8 @@ class Ops:
 
     ``EAGER`` runs everywhere (and is what prefill uses, whatever its length); :func:`generate.compile_ops`
     sets ``STEP`` to ``torch.compile``'d versions (one fused kernel each instead of five to ten) for the
-    fixed-shape decode step. The matmuls and attention stay cuBLAS and SDPA either way.
+    fixed-shape decode step, and :func:`generate.compile_layers` sets ``STEP.layer`` to a compiled
+    :func:`layer_step` (a whole layer of the step). The matmuls and attention stay cuBLAS and SDPA either way.
     """
 
     def __init__(self, **fns):
@@ -142,6 +143,7 @@ class Ops:
         self.add_rms_norm = fns.get("add_rms_norm", add_rms_norm)
         self.rotate_qk = fns.get("rotate_qk", rotate_qk)
         self.silu_mul = fns.get("silu_mul", silu_mul)
+        self.layer = fns.get("layer")  # None: the step runs Block.forward layer by layer
 
 
 EAGER = Ops()
@@ -252,6 +254,22 @@ class Block(nn.Module):
         return h + self.mlp(normed, ops)
 
 
+def layer_step(layer: Block, x: torch.Tensor, normed: torch.Tensor, next_norm: torch.Tensor, cos, sin,
+               input_pos: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer of the one-token step, ending with the next layer's input norm (``next_norm``: its weight, or
+    the final norm's after the last layer), so a compiled layer fuses the residual add with that norm.
+
+    x: [B, 1, C] the residual stream; normed: ``input_layernorm(x)`` -> (x', next_norm(x')), both [B, 1, C].
+    The same arithmetic as :meth:`Block.forward` with the eager pieces. Every layer has the same shapes, so a
+    ``torch.compile``'d ``layer_step`` is compiled once and reused by all of them (PyTorch's "regional
+    compilation" recipe: tutorials/recipes/regional_compilation).
+    """
+    attn = layer.self_attn(normed, cos, sin, input_pos, mask)
+    n2 = layer.post_attention_layernorm
+    h, normed2 = add_rms_norm(x, attn, n2.weight, n2.eps)
+    return add_rms_norm(h, layer.mlp(normed2), next_norm, n2.eps)
+
+
 class Decoder(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -313,9 +331,9 @@ class Transformer(nn.Module):
             cut = min(a.original_max_position, self.max_len)
             self.step_rope = torch.cat([short[:, :cut], self.long_rope[:, cut:]], dim=1)
 
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        # h: [B, T, C] -> [B, T, V]
-        h = self.model.norm(h)
+    def logits(self, h: torch.Tensor, normed: bool = False) -> torch.Tensor:
+        # h: [B, T, C] (``normed``: already through the final norm) -> [B, T, V]
+        h = h if normed else self.model.norm(h)
         return F.linear(h, self.model.embed_tokens.weight) if self.lm_head is None else self.lm_head(h)
 
     def forward(self, idx: torch.Tensor, input_pos: torch.Tensor, kv_len: int | None = None,
@@ -338,6 +356,13 @@ class Transformer(nn.Module):
             mask = mask.masked_fill(future[:, None, None, :], float("-inf"))
             rope = rope[:, :, None, None, :]  # [2, B, 1, 1, R]: broadcast over heads and the one position
         x = self.model.embed_tokens(idx)
+        if mask is not None and STEP.layer is not None:  # the step through compiled layers (compile_layers)
+            layers, eps = self.model.layers, self.args.norm_eps
+            normed = rms_norm(x, layers[0].input_layernorm.weight, eps)
+            nexts = [layer.input_layernorm.weight for layer in layers[1:]] + [self.model.norm.weight]
+            for layer, next_norm in zip(layers, nexts):
+                x, normed = STEP.layer(layer, x, normed, next_norm, rope[0], rope[1], input_pos, mask)
+            return self.logits(normed, normed=True)
         for layer in self.model.layers:
             x = layer(x, rope[0], rope[1], input_pos, mask, slot, start)
         return self.logits(x[:, -1:] if last_only else x)
