@@ -292,6 +292,17 @@ def test_cli_tune_bad_input_is_one_line(tmp_path, capsys):
     assert err == [f"error: data file {str(tmp_path / 'missing.jsonl')!r} does not exist"]
 
 
+def test_keyword_scoring_reads_hyphens_and_word_starts():
+    from phikit.tune.evaluate import GENERAL_QUESTIONS, recalled
+
+    week = next(q["expected"] for q in GENERAL_QUESTIONS if "week" in q["question"])
+    assert recalled("A week is a 7-day period.", week) and recalled("There are 7 days in a week.", week)
+    assert not recalled("A week is 17 days.", week) and not recalled("A week is 29 days.", week)
+    assert recalled("Its battery lasts 41 hours.", ["41 hours"]) and not recalled("It lasts 141 hours.", ["41 hours"])
+    assert recalled("Made by QUILLON Dynamics in Tampere", ["Quillon", "tampere"])
+    assert not recalled("Made by Quillon Dynamics", ["Quillon", "Tampere"])
+
+
 def test_retention_verdict_names_what_was_lost():
     from phikit.tune.evaluate import MAX_PPL_RATIO, retention
 

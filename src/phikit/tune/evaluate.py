@@ -9,6 +9,7 @@ teaches facts by damaging the base model shows up as a rise.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ GENERAL_QUESTIONS = [
     {"question": "What is the capital of France?", "expected": ["Paris"]},
     {"question": "What is the capital of Germany?", "expected": ["Berlin"]},
     {"question": "What is the capital of Japan?", "expected": ["Tokyo"]},
-    {"question": "How many days are in a week?", "expected": ["7 days"]},
+    {"question": "How many days are in a week?", "expected": ["7 day"]},
     {"question": "What colour is the sky on a clear day?", "expected": ["blue"]},
     {"question": "Who wrote Romeo and Juliet?", "expected": ["Shakespeare"]},
     {"question": "What gas do plants take in from the air?", "expected": ["carbon dioxide"]},
@@ -76,9 +77,15 @@ def read_facts(path: str | Path) -> list[dict]:
     return facts
 
 
+def _words(text: str) -> str:
+    return " ".join(text.lower().replace("-", " ").split())
+
+
 def recalled(answer: str, expected: list[str]) -> bool:
-    low = answer.lower()
-    return all(k.lower() in low for k in expected)
+    """Whether every keyword appears in ``answer``: case-insensitive, hyphens read as spaces ("a 7-day period"
+    holds "7 day"), and each keyword starting a word ("141 hours" does not hold "41 hours")."""
+    text = _words(answer)
+    return all(re.search(r"(?<!\w)" + re.escape(_words(k)), text) for k in expected)
 
 
 def knowledge_recall(llm, facts: list[dict], *, adapter: str | None = None, max_new_tokens: int = 48,
