@@ -65,10 +65,10 @@ def random_checkpoint(path: Path, dev: str, tiny: bool) -> ModelRef:
 
 
 def load(backend: str, precision: str, ref: ModelRef, *, dev: str, n_ctx: int, max_batch: int,
-         fast_compile: str = "layers") -> Loaded:
+         fast_compile: str = "auto") -> Loaded:
     """Load ``ref`` on ``backend`` at ``precision`` (``auto``: the backend's own) and time the load.
 
-    ``fast_compile``: what the fast backend compiles (``ops`` | ``step`` | ``layers`` | ``none``, :class:`FastEngine`).
+    ``fast_compile``: what the fast backend compiles (``auto`` | ``layers`` | ``ops`` | ``step`` | ``none``, :class:`FastEngine`).
 
     Raises:
         Skip: the backend cannot run this model here.
@@ -110,7 +110,7 @@ def _transformers(ref: ModelRef, precision: str, dev: str, n_ctx: int, max_batch
                   round(eng.weight_bytes / 1e9, 2), cell, close)
 
 
-def _fast(ref: ModelRef, precision: str, dev: str, n_ctx: int, max_batch: int, compile: str = "layers") -> Loaded:
+def _fast(ref: ModelRef, precision: str, dev: str, n_ctx: int, max_batch: int, compile: str = "auto") -> Loaded:
     precision = "bf16" if precision == "auto" else precision
     if ref.is_gguf or ref.format != "hf":
         raise Skip(f"needs a Phi-3-family safetensors checkpoint (Phi-4-mini); {ref.name} is {ref.format}")
@@ -127,9 +127,9 @@ def _fast(ref: ModelRef, precision: str, dev: str, n_ctx: int, max_batch: int, c
     if dev == "cuda":
         eng = FastEngine(ref, precision=precision, compile=compile)  # loads, quantizes, compiles, captures
         model, graphs, prefills = eng.model, eng.graphs, eng.prefills
-        if compile != "layers":
-            notes.append({"step": "the whole one-token step compiled", "ops": "only the elementwise pieces compiled",
-                          "none": "nothing compiled"}[compile])
+        notes.append({"step": "the whole one-token step compiled", "ops": "only the elementwise pieces compiled",
+                      "layers": "one layer of the step compiled, reused by every layer",
+                      "none": "nothing compiled"}[gen.default_compile(precision) if compile == "auto" else compile])
     else:
         if precision != "bf16":
             raise Skip(f"{precision} on the fast backend needs CUDA")
@@ -154,7 +154,7 @@ def _fast(ref: ModelRef, precision: str, dev: str, n_ctx: int, max_batch: int, c
             layer.self_attn.k_cache = layer.self_attn.v_cache = None
         model = graphs = prefills = None
 
-    label = f"fast-{precision}" + ("" if compile == "layers" or dev != "cuda" else f"-{compile}")
+    label = f"fast-{precision}" + ("" if compile == "auto" or dev != "cuda" else f"-{compile}")
     return Loaded(label, "fast", precision, dev, 0.0, round(weights / 1e9, 2), cell, close,
                   notes=notes)
 

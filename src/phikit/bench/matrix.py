@@ -46,7 +46,7 @@ class Spec:
     cpu_price_per_hour: float | None = None
     prompt_tokens: int = 512
     answer_tokens: int = 128
-    fast_compile: str = "layers"
+    fast_compile: str = "auto"
 
     def check(self) -> None:
         """Raises BadRequestError naming the first bad setting."""

@@ -32,7 +32,7 @@ def bench(
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write bench.json, bench.md and bench.png into this folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of the Markdown tables.")] = False,
     stream: Annotated[bool, typer.Option("--stream", help="Instead of the matrix: each backend's chat answer through the event stream users see, and a fresh `phikit ask` process's start to first token.")] = False,
-    fast_compile: Annotated[str, typer.Option("--fast-compile", help="What the fast backend compiles: layers (one layer of the one-token step, reused by every layer; default), ops (only the elementwise pieces), step (the whole step: ~50 s compile per batch/length bucket) or none.")] = "layers",
+    fast_compile: Annotated[str, typer.Option("--fast-compile", help="What the fast backend compiles: auto (default: layers for bf16, ops for int4/nf4), layers (one layer of the one-token step, reused by every layer), ops (only the elementwise pieces), step (the whole step: ~50 s compile per batch/length bucket) or none.")] = "auto",
     redraw: Annotated[Optional[str], typer.Option("--redraw", help="Measure nothing: write the tables and plot of an earlier run's bench.json (or bench.partial.json) into --out.")] = None,
 ) -> None:
     """Backends side by side: TTFT, decode tok/s per batch and prompt length, memory, load time, ratios to HF

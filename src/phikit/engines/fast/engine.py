@@ -31,6 +31,7 @@ from .generate import (
     compile_layers,
     compile_ops,
     compile_step,
+    default_compile,
     prefill,
     recompute_at,
     uncompile_ops,
@@ -99,8 +100,9 @@ class FastEngine(AdapterSwitch, HFTokenizerEngine):
     Args:
         ref: a resolved ``hf`` checkpoint (safetensors + config + tokenizer).
         precision: ``auto`` (= ``bf16``) | ``bf16`` | ``int4`` (torchao) | ``nf4`` (bitsandbytes).
-        compile: ``True``/``"layers"``: compile one layer of the one-token step and reuse it for every layer
-            (:func:`.generate.compile_layers`); ``"ops"``: only the elementwise pieces (:func:`.generate.compile_ops`);
+        compile: ``True``/``"auto"``: :func:`.generate.default_compile` for the precision; ``"layers"``: compile
+            one layer of the one-token step and reuse it for every layer (:func:`.generate.compile_layers`);
+            ``"ops"``: only the elementwise pieces (:func:`.generate.compile_ops`);
             ``"step"``: the whole step (:func:`.generate.compile_step`: about ``layers``' speed, tens of seconds
             of compiling per batch/length bucket; process-wide); ``False``/``"none"``. A failed compile falls
             back to the eager step.
@@ -157,7 +159,8 @@ class FastEngine(AdapterSwitch, HFTokenizerEngine):
         self.chat_template = getattr(tokenizer, "chat_template", None)
         self.special_tokens = {"bos_token": tokenizer.bos_token or "", "eos_token": tokenizer.eos_token or ""}
         self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
-        mode = {True: "layers", False: "none"}.get(compile, compile)
+        mode = {True: "auto", False: "none"}.get(compile, compile)
+        mode = default_compile(self.precision) if mode == "auto" else mode
         on_gpu = model.device.type == "cuda"
         if mode == "step" and on_gpu:
             compile_step()

@@ -20,7 +20,14 @@ from .model import Transformer
 MIN_BUCKET = 256  # a short chat's step reads 256 positions of KV per row, not 1,024 (bench-serve-gpu.md)
 PREFILL_BUCKETS = (16, 32, 64, 128, 256, 512)  # tokens per row of a prefill replayed from a graph
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32)  # rows of a prefill replayed from a graph
-COMPILE_MODES = ("ops", "step", "layers", "none")  # what FastEngine(compile=...) and --fast-compile accept
+COMPILE_MODES = ("auto", "layers", "ops", "step", "none")  # what FastEngine(compile=...) and --fast-compile accept
+
+
+def default_compile(precision: str) -> str:
+    """What ``compile="auto"`` compiles: ``layers`` for bf16 (1.15-1.24x the decode speed of ``ops`` for a
+    cold-cache load of ~20 s), ``ops`` for int4 and nf4 (compiling their quantized layer took 30-53 s at load,
+    past the 20 s the issue allows; docs/bench-gpu.md)."""
+    return "layers" if precision in ("bf16", "bfloat16") else "ops"
 GRAPH_TOKENS = 2048  # rows x tokens of a captured prefill at most (its activations live in the graphs' pool)
 
 
