@@ -5,8 +5,9 @@ Why it is fast: the KV cache is a buffer of the model (written in place, nothing
 one-token step has fixed shapes and addresses and is captured once per (batch, cache-length bucket) in a
 CUDA graph; a step is then one graph launch instead of ~1,300 kernel launches from Python. Cache lengths
 are bucketed (powers of two from 256) so graphs are reused across prompt lengths, and attention reads only
-the bucket's prefix of the cache. The elementwise pieces (RMSNorm, rotary, SiLU x up) are optionally
-``torch.compile``'d into one kernel each (:func:`compile_ops`); the matmuls stay cuBLAS.
+the bucket's prefix of the cache. Inside the graph, one layer of the step is ``torch.compile``'d and reused by
+every layer (:func:`compile_layers`, the bf16 default), or only the elementwise pieces (RMSNorm, rotary,
+SiLU x up) are (:func:`compile_ops`); the matmuls stay cuBLAS.
 Source: pytorch-labs/gpt-fast ``generate.py`` (prefill / decode_one_token / decode_n_tokens).
 """
 
@@ -20,15 +21,15 @@ from .model import Transformer
 MIN_BUCKET = 256  # a short chat's step reads 256 positions of KV per row, not 1,024 (bench-serve-gpu.md)
 PREFILL_BUCKETS = (16, 32, 64, 128, 256, 512)  # tokens per row of a prefill replayed from a graph
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32)  # rows of a prefill replayed from a graph
+GRAPH_TOKENS = 2048  # rows x tokens of a captured prefill at most (its activations live in the graphs' pool)
 COMPILE_MODES = ("auto", "layers", "ops", "step", "none")  # what FastEngine(compile=...) and --fast-compile accept
 
 
 def default_compile(precision: str) -> str:
     """What ``compile="auto"`` compiles: ``layers`` for bf16 (1.15-1.24x the decode speed of ``ops`` for a
     cold-cache load of ~20 s), ``ops`` for int4 and nf4 (compiling their quantized layer took 30-53 s at load,
-    past the 20 s the issue allows; docs/bench-gpu.md)."""
+    past the 20 s load target; docs/bench-gpu.md)."""
     return "layers" if precision in ("bf16", "bfloat16") else "ops"
-GRAPH_TOKENS = 2048  # rows x tokens of a captured prefill at most (its activations live in the graphs' pool)
 
 
 def bucket(n: int, limit: int | None = None) -> int:
@@ -123,9 +124,9 @@ def compile_layers() -> bool:
     """Run the one-token step through a ``torch.compile``'d :func:`.model.layer_step`: each layer's cache write,
     rotary, norms, attention's small kernels and residual adds fused (the matmuls stay cuBLAS), compiled once
     for every layer, as PyTorch's regional-compilation recipe compiles one repeated block instead of the
-    whole model. Nearly the whole-step compile's decode speed (:func:`compile_step`) for a 32nd of its
-    compile time, and one compile serves every cache-length bucket and batch size above 1 (shapes are
-    made dynamic after the first change), so start-up stays short (docs/bench-gpu.md).
+    whole model. About the whole-step compile's gain over :func:`compile_ops` (1.15-1.24x against its 1.23x)
+    at a third of its load (~20 s cold against 56 s), because one more compile serves every cache-length
+    bucket and batch size above 1 (shapes are made dynamic after the first change; docs/bench-gpu.md).
 
     Returns False (and leaves the eager step) if compiling is unavailable.
     """
