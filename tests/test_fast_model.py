@@ -188,6 +188,18 @@ def test_layer_step_equals_block_steps(pair, layer_step_on, compiled):
     assert counters["stats"]["unique_graphs"] == (2 if compiled else 0)
 
 
+def test_compile_cache_kept_in_phikit_cache_unless_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("PHIKIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    gen.keep_compile_cache()
+    import os
+
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")
+    gen.keep_compile_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/elsewhere"
+
+
 def test_bucket_sizes():
     assert gen.bucket(1) == gen.MIN_BUCKET
     assert gen.bucket(1025) == 2048 and gen.bucket(2048) == 2048
