@@ -95,6 +95,21 @@ def keep_compile_cache() -> None:
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
 
 
+def _compile_settings(*, emulate_casts: bool, recompiles: bool) -> None:
+    """The process-wide settings a compile mode needs, set before its ``torch.compile``: the kept cache
+    (:func:`keep_compile_cache`); ``emulate_casts``: inductor keeps bf16 roundings where eager PyTorch has them,
+    so outputs stay close to transformers' eager ones; ``recompiles``: dynamo may keep up to 64 compiled
+    versions of a function (one per shape the mode compiles for)."""
+    import torch._dynamo.config as dynamo_config
+    import torch._inductor.config as inductor_config
+
+    keep_compile_cache()
+    if emulate_casts and hasattr(inductor_config, "emulate_precision_casts"):
+        inductor_config.emulate_precision_casts = True
+    if recompiles:
+        dynamo_config.cache_size_limit = max(dynamo_config.cache_size_limit, 64)
+
+
 def compile_step() -> None:
     """Capture the whole one-token step ``torch.compile``'d (inductor fuses the cache writes, rotary, norms and
     attention's small kernels; the matmuls stay cuBLAS), as gpt-fast compiles ``decode_one_token``.
@@ -102,10 +117,7 @@ def compile_step() -> None:
     One compile per (batch, cache-length bucket), so the first request of each bucket waits for it (tens of
     seconds): the slower start is the price of the faster step (bench/fast_compile_step.py measures both).
     """
-    import torch._dynamo.config as dynamo_config
-
-    keep_compile_cache()
-    dynamo_config.cache_size_limit = max(dynamo_config.cache_size_limit, 64)
+    _compile_settings(emulate_casts=False, recompiles=True)
     STEP["fn"] = torch.compile(_step, fullgraph=True, dynamic=False)
 
 
@@ -121,11 +133,7 @@ def compile_ops() -> bool:
     if model_mod.STEP.rms_norm is not model_mod.rms_norm:
         return True  # already compiled
     try:
-        import torch._inductor.config as inductor_config
-
-        if hasattr(inductor_config, "emulate_precision_casts"):
-            inductor_config.emulate_precision_casts = True
-        keep_compile_cache()
+        _compile_settings(emulate_casts=True, recompiles=False)
         names = ("rms_norm", "add_rms_norm", "rotate_qk", "silu_mul")
         model_mod.STEP.__init__(**{n: torch.compile(getattr(model_mod, n), fullgraph=True, dynamic=False) for n in names})
         return True
@@ -146,13 +154,7 @@ def compile_layers() -> bool:
     if model_mod.STEP.layer is not None:
         return True
     try:
-        import torch._dynamo.config as dynamo_config
-        import torch._inductor.config as inductor_config
-
-        if hasattr(inductor_config, "emulate_precision_casts"):
-            inductor_config.emulate_precision_casts = True
-        dynamo_config.cache_size_limit = max(dynamo_config.cache_size_limit, 64)
-        keep_compile_cache()
+        _compile_settings(emulate_casts=True, recompiles=True)
         model_mod.STEP.__init__(layer=torch.compile(model_mod.layer_step, fullgraph=True))
         return True
     except Exception:  # noqa: BLE001 - any failure here only costs speed
