@@ -3,11 +3,13 @@ dropout 0.05, the 7 Llama projections), 4 Zorblax chats packed into one row per 
 `phikit tune` (logits only where there is a target); 4 timed steps after 2 warm-up steps, then
 `torch.profiler` over 2 more.
 
-    .venv/bin/python bench/tune_cpu_profile.py [--steps 4] [--no-profile] [--compare-dropout ROUNDS]
+    .venv/bin/python bench/tune_cpu_profile.py [--steps 4] [--no-profile] [--compare-dropout ROUNDS] [--compile]
 
 ``--compare-dropout 4`` times ``--steps`` steps with phikit's shared LoRA dropout masks
 (:mod:`phikit.tune.dropout`), then as many with peft's one mask per module, alternating for 4 rounds in this
-one process (so both see the same machine), and prints the mean step time of each.
+one process (so both see the same machine), and prints the mean step time of each. ``--compile``
+``torch.compile``s each decoder layer (dynamic shapes: the packed rows' lengths vary); the warm-up's time then
+holds the compile.
 
 The OpenMP settings are read when torch loads, so compare them across runs, e.g.
 ``OMP_WAIT_POLICY=PASSIVE python bench/tune_cpu_profile.py --steps 16 --no-profile`` against
@@ -37,6 +39,7 @@ def main() -> None:
     ap.add_argument("--no-profile", action="store_true", help="skip the torch.profiler table")
     ap.add_argument("--compare-dropout", type=int, default=0, metavar="ROUNDS",
                     help="alternate shared and per-module dropout masks for ROUNDS rounds of --steps steps")
+    ap.add_argument("--compile", action="store_true", help="torch.compile each decoder layer (dynamic shapes)")
     args = ap.parse_args()
     ref = resolve(None)
     model, tok = load_base(ref, "fp32", "cpu")
@@ -46,6 +49,9 @@ def main() -> None:
     per_module = {m: m.lora_dropout["default"] for m in peft_model.modules()
                   if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)}
     share_dropout(peft_model)  # as phikit tune does
+    if args.compile:
+        for layer in peft_model.get_base_model().model.layers:
+            layer.compile(dynamic=True)
     shared = {m: m.lora_dropout["default"] for m in per_module}
     peft_model.train()
     examples = data_mod.read_examples("examples/zorblax/train.jsonl")[: 4 * (args.steps + 4)]
@@ -63,8 +69,10 @@ def main() -> None:
         opt.zero_grad()
         return batch["input_ids"].shape[1]
 
+    t_warm = time.perf_counter()
     for i in range(2):
         step(i)
+    print(f"warm-up, 2 steps: {time.perf_counter() - t_warm:.1f} s", flush=True)
     if args.compare_dropout:
         times: dict[str, list[float]] = {"shared masks": [], "one mask per module (peft)": []}
         for _ in range(args.compare_dropout):

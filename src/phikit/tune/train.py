@@ -4,8 +4,8 @@ Recipe from the seeds (Phi-4-mini guide and 4-bit tutorial): r=16, alpha=32, dro
 base loads in nf4 with bf16 compute and is prepared for k-bit training (QLoRA, Dettmers et al. 2023:
 gradient checkpointing, fp32 norms). On CPU the base is the embedded model in fp32 through the
 transformers backend's cached checkpoint. Defaults: lr 2e-3, batch 4, 2 epochs (the best of the settings
-measured on examples/zorblax, docs/lora.md: 90% and 73% held-out recall of 30 facts over two seeds, with two
-facts a chat; fewer steps, a lower rank, MLP-only or upper-layer-only adapters all learned fewer facts).
+measured on examples/zorblax, docs/lora.md: 90%, 73% and 83% held-out recall of 30 facts over three seeds,
+with two facts a chat; fewer steps, a lower rank, MLP-only or upper-layer-only adapters all learned fewer facts).
 """
 
 from __future__ import annotations
