@@ -13,6 +13,7 @@ torch.profiler table of one training step (top CUDA ops) to say what bounds the 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import tempfile
@@ -101,6 +102,8 @@ def run_phikit(model_dir: Path, work: Path, args) -> dict:
     if args.warmup:  # a few steps first, so the timed run pays no CUDA/cuBLAS/bitsandbytes start-up
         tune(args.data, work / "warmup", model=str(model_dir), progress=False, register=False,
              config=TuneConfig(max_steps=3, batch_size=args.batch, pack_tokens=args.pack_tokens, save_steps=10**6))
+        gc.collect()  # the Trainer holds reference cycles: free the warm-up's model before the timed run
+        torch.cuda.empty_cache()
     manifest = tune(args.data, work / "adapter", model=str(model_dir), config=cfg, progress=False, register=False)
     t = manifest["training"]
     return {"steps": t["steps"], "seconds": t["seconds"], "step_ms": round(1000 * t["seconds"] / t["steps"], 1),
@@ -113,6 +116,7 @@ def run_plain(model_dir: Path, rows: list[dict], args) -> dict:
     if args.warmup:
         warm = plain_hf_peft(model_dir, rows, 3, args.batch, args.lr)
         del warm
+        gc.collect()
         torch.cuda.empty_cache()
     return {**plain_hf_peft(model_dir, rows, args.steps, args.batch, args.lr)["figures"], "batch": args.batch}
 

@@ -267,3 +267,19 @@ def test_fast_backend_refuses_without_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(PhikitError, match="the fast backend needs CUDA"):
         load_engine(ModelRef("x", "/nonexistent", "hf"), backend="fast")
+
+
+def test_gemv_dispatch_keeps_cublas_off_its_cases():
+    """The Triton GEMV is taken only for one bf16 row on CUDA with a block configuration; the fast model's
+    projections keep nn.Linear's state-dict layout, so checkpoints load unchanged."""
+    import torch
+
+    from phikit.engines.fast import gemv
+
+    w = torch.randn(3072, 3072, dtype=torch.bfloat16)
+    x = torch.randn(1, 1, 3072, dtype=torch.bfloat16)
+    assert not gemv.usable(x, w)  # CPU
+    assert torch.equal(gemv.linear(x, w), torch.nn.functional.linear(x, w))
+    assert gemv.block_config(3072, 8192) == (1, 512, 8, 3) and gemv.block_config(64, 96) is None
+    lin = gemv.Linear(8, 4)
+    assert list(lin.state_dict()) == ["weight"] and isinstance(lin, torch.nn.Linear)

@@ -60,3 +60,32 @@ def test_chunked_loss_keeps_examples_apart_as_pack_does():
     hidden = model.model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).last_hidden_state
     alone = model.model(input_ids=torch.tensor([data[1]["input_ids"]])).last_hidden_state
     assert torch.allclose(hidden[0, 30:], alone[0], atol=1e-5)  # the second example does not see the first
+
+
+def test_qlora_preparation_keeps_the_embedding_bf16_and_trains():
+    """prepare_qlora: base frozen and left bf16 (peft would make the tied embedding and the norms fp32), gradient
+    checkpointing on; the base still runs outside autocast (evaluation), and a LoRA step under bf16 autocast
+    gives the adapter finite, non-zero gradients."""
+    from peft import LoraConfig, get_peft_model
+
+    from phikit.tune.train import prepare_qlora
+
+    model = tiny_phi3().to(torch.bfloat16)
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    prepare_qlora(model)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert not any(p.requires_grad for p in model.parameters())
+    assert model.is_gradient_checkpointing
+    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["qkv_proj", "down_proj"],
+                                            task_type="CAUSAL_LM"))
+    ids = torch.tensor([r["input_ids"] for r in rows([24, 24])])
+    with torch.no_grad():
+        assert torch.isfinite(lora(input_ids=ids, labels=ids).loss)  # no autocast: as phikit's perplexity runs
+    lora.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = lora(input_ids=ids, labels=ids).loss
+    loss.backward()
+    grads = [p.grad for n, p in lora.named_parameters() if "lora_B" in n]  # A gets none while B is 0
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)

@@ -49,7 +49,7 @@ def collate_groups(batch: list[dict[str, Any]]) -> dict:
     return pack([row for group in batch for row in group["examples"]])
 
 
-def chunked_lm_loss(hidden, lm_head, labels, *, chunk: int = 1024, num_items: Any = None):
+def chunked_lm_loss(hidden, lm_head, labels, *, chunk: int | None = None, num_items: Any = None):
     """Next-token cross-entropy from the last hidden states, without materializing all logits.
 
     Logits are computed only where there is a target (``labels`` != -100: the assistant's tokens), so the output
@@ -62,7 +62,9 @@ def chunked_lm_loss(hidden, lm_head, labels, *, chunk: int = 1024, num_items: An
         hidden: [batch, tokens, hidden] final hidden states (after the last norm).
         lm_head: the output projection (``nn.Linear``; LoRA-wrapped is fine).
         labels: [batch, tokens] target ids, ``-100`` where no loss is taken (unshifted, as transformers takes them).
-        chunk: positions per chunk.
+        chunk: positions per chunk; default 256 on CUDA, 1,024 on the CPU. With Phi-4-mini's vocabulary a
+            chunk's fp32 logits and their gradient set the QLoRA step's peak: 256 against 1,024 took it from
+            6.0 to 4.25 GB (a memory profile, bench/qlora_memory.py; docs/lora.md).
         num_items: the number of target tokens to average over (the Trainer's ``num_items_in_batch`` under
             gradient accumulation); default: this batch's.
 
@@ -73,6 +75,7 @@ def chunked_lm_loss(hidden, lm_head, labels, *, chunk: int = 1024, num_items: An
     import torch.nn.functional as F
     from torch.utils.checkpoint import checkpoint
 
+    chunk = chunk or (256 if hidden.is_cuda else 1024)
     y = labels[:, 1:].reshape(-1).to(hidden.device)
     keep = (y != IGNORE).nonzero().squeeze(1)  # only positions with a target: a chat's answer, not its prompt
     h = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, keep)

@@ -3,7 +3,8 @@
 One file you can read in one sitting: the KV cache lives in the model as buffers (allocated once, written in
 place with ``index_copy_``, never copied per step), attention is PyTorch's SDPA, and the rotary tables
 (LongRoPE's short and long factor sets, partial rotary) are precomputed buffers indexed by position, so the
-one-token step has fixed shapes and addresses and can be captured in a CUDA graph.
+one-token step has fixed shapes and addresses and can be captured in a CUDA graph. At batch 1 the step's
+projections run a Triton GEMV (:mod:`.gemv`), everywhere else cuBLAS.
 
 Module names mirror transformers' ``Phi3ForCausalLM`` (``model.layers.N.self_attn.qkv_proj`` ...) so a
 checkpoint's state dict loads as is. The arithmetic follows transformers' Phi-3 code step by step (RMSNorm in
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .gemv import Linear, linear
 
 
 @dataclass(frozen=True)
@@ -167,8 +170,8 @@ class Attention(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.args = args
-        self.qkv_proj = nn.Linear(args.dim, (args.n_head + 2 * args.n_kv_head) * args.head_dim, bias=False)
-        self.o_proj = nn.Linear(args.n_head * args.head_dim, args.dim, bias=False)
+        self.qkv_proj = Linear(args.dim, (args.n_head + 2 * args.n_kv_head) * args.head_dim)
+        self.o_proj = Linear(args.n_head * args.head_dim, args.dim)
         self.k_cache: torch.Tensor | None = None  # [B, Hkv, S, D], set by Transformer.setup_caches
         self.v_cache: torch.Tensor | None = None
 
@@ -230,8 +233,8 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
-        self.gate_up_proj = nn.Linear(args.dim, 2 * args.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(args.intermediate_size, args.dim, bias=False)
+        self.gate_up_proj = Linear(args.dim, 2 * args.intermediate_size)
+        self.down_proj = Linear(args.intermediate_size, args.dim)
 
     def forward(self, x: torch.Tensor, ops: Ops = EAGER) -> torch.Tensor:
         return self.down_proj(ops.silu_mul(self.gate_up_proj(x)))
@@ -288,7 +291,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.args = args
         self.model = Decoder(args)
-        self.lm_head = None if args.tie_embeddings else nn.Linear(args.dim, args.vocab_size, bias=False)
+        self.lm_head = None if args.tie_embeddings else Linear(args.dim, args.vocab_size)
         self.max_batch = self.max_len = 0
         self.cache_version = 0  # bumped when the cache is reallocated (captured graphs then go stale)
 
@@ -334,7 +337,7 @@ class Transformer(nn.Module):
     def logits(self, h: torch.Tensor, normed: bool = False) -> torch.Tensor:
         # h: [B, T, C] (``normed``: already through the final norm) -> [B, T, V]
         h = h if normed else self.model.norm(h)
-        return F.linear(h, self.model.embed_tokens.weight) if self.lm_head is None else self.lm_head(h)
+        return linear(h, self.model.embed_tokens.weight) if self.lm_head is None else self.lm_head(h)
 
     def forward(self, idx: torch.Tensor, input_pos: torch.Tensor, kv_len: int | None = None,
                 last_only: bool = True, slot: int = 0, start: int = 0) -> torch.Tensor:
