@@ -10,7 +10,6 @@ LoRA adapters are applied unmerged (:mod:`.lora`), chosen per request as on the 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,7 +36,6 @@ from .generate import (
     recompute_at,
     uncompile_ops,
 )
-from .int4 import Int4Linear
 from .model import ModelArgs, Transformer
 from .slots import FastBatcher
 
@@ -69,41 +67,31 @@ def build(hf_config, state_dict: dict[str, torch.Tensor], device: str | torch.de
 def quantize(model: Transformer, precision: str) -> None:
     """Quantize the decoder's linear layers in place (embeddings and the tied output head stay bf16).
 
-    ``int4``: group-wise asymmetric 4-bit weights (groups of 128, torchao's int4 weight-only scheme) decoded by
-    phikit's Triton GEMV at batch 1 (:mod:`.int4`); ``PHIKIT_FAST_INT4=torchao`` uses torchao's
-    ``Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d")`` and PyTorch's tinygemm
-    kernels instead (the earlier path, kept to compare). ``nf4``: bitsandbytes ``Linear4bit`` (the seeds'
-    QLoRA format).
+    ``int4``: torchao weight-only, ``Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d")``
+    (PyTorch's own tinygemm int4 kernels). ``nf4``: bitsandbytes ``Linear4bit`` (the seeds' QLoRA format).
 
     Raises:
         PhikitError: the quantization library is missing.
     """
-    if precision == "int4" and os.environ.get("PHIKIT_FAST_INT4") == "torchao":
+    if precision == "int4":
         try:
             from torchao.quantization import Int4WeightOnlyConfig, quantize_
         except ImportError as exc:
-            raise PhikitError(f"PHIKIT_FAST_INT4=torchao needs torchao: {exc}") from None
+            raise PhikitError(f"--precision int4 on the fast backend needs torchao: {exc}") from None
         quantize_(model.model.layers, Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d"))
-        return
-    if precision == "nf4":
+    elif precision == "nf4":
         try:
             import bitsandbytes as bnb
         except ImportError as exc:
             raise PhikitError(f"--precision nf4 on the fast backend needs bitsandbytes: {exc}") from None
-    for layer in model.model.layers:
-        for parent, name in ((layer.self_attn, "qkv_proj"), (layer.self_attn, "o_proj"),
-                             (layer.mlp, "gate_up_proj"), (layer.mlp, "down_proj")):
-            lin = getattr(parent, name)
-            if precision == "int4":
-                try:
-                    setattr(parent, name, Int4Linear.from_linear(lin))
-                except ValueError as exc:
-                    raise PhikitError(f"--precision int4: {exc}; use bf16 or nf4 for this model") from None
-                continue
-            q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=False,
-                                  compute_dtype=torch.bfloat16, quant_type="nf4")
-            q.weight = bnb.nn.Params4bit(lin.weight.data, requires_grad=False, quant_type="nf4")
-            setattr(parent, name, q.to(lin.weight.device))
+        for layer in model.model.layers:
+            for parent, name in ((layer.self_attn, "qkv_proj"), (layer.self_attn, "o_proj"),
+                                 (layer.mlp, "gate_up_proj"), (layer.mlp, "down_proj")):
+                lin = getattr(parent, name)
+                q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=False,
+                                      compute_dtype=torch.bfloat16, quant_type="nf4")
+                q.weight = bnb.nn.Params4bit(lin.weight.data, requires_grad=False, quant_type="nf4")
+                setattr(parent, name, q.to(lin.weight.device))
 
 
 class FastEngine(AdapterSwitch, HFTokenizerEngine):
@@ -111,7 +99,7 @@ class FastEngine(AdapterSwitch, HFTokenizerEngine):
 
     Args:
         ref: a resolved ``hf`` checkpoint (safetensors + config + tokenizer).
-        precision: ``auto`` (= ``bf16``) | ``bf16`` | ``int4`` (:mod:`.int4`) | ``nf4`` (bitsandbytes).
+        precision: ``auto`` (= ``bf16``) | ``bf16`` | ``int4`` (torchao) | ``nf4`` (bitsandbytes).
         compile: ``True``/``"auto"``: :func:`.generate.default_compile` for the precision; ``"layers"``: compile
             one layer of the one-token step and reuse it for every layer (:func:`.generate.compile_layers`);
             ``"ops"``: only the elementwise pieces (:func:`.generate.compile_ops`);
