@@ -175,7 +175,7 @@ class FastEngine(AdapterSwitch, HFTokenizerEngine):
         self.adapter_base, self.adapter, self._registry_seen, self._registry_default = None, None, None, None
         if self.compiled:  # compile and capture the common bucket now, so the first request is not slow
             try:
-                # layers: a second cache length triggers the one (dynamic) compile that serves every other length
+                # layers: one compile serves both lengths (dynamic in the length); the second's graphs are captured now
                 for kv_len in (2 * bucket(1), bucket(1)) if mode == "layers" else (bucket(1),):
                     self._warm(kv_len)
             except Exception:  # noqa: BLE001 - a failed compile only costs speed

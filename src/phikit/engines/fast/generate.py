@@ -146,8 +146,9 @@ def compile_layers() -> bool:
     rotary, norms, attention's small kernels and residual adds fused (the matmuls stay cuBLAS), compiled once
     for every layer, as PyTorch's regional-compilation recipe compiles one repeated block instead of the
     whole model. About the whole-step compile's gain over :func:`compile_ops` (1.15-1.24x against its 1.23x)
-    at a third of its load (~20 s cold against 56 s), because one more compile serves every cache-length
-    bucket and batch size above 1 (shapes are made dynamic after the first change; docs/bench-gpu.md).
+    at a third of its load (~20 s cold against 56 s): one compile, dynamic in the cache length
+    (:meth:`.model.Transformer.forward` marks it), serves every cache-length bucket, and one more every batch
+    size above 1 (dynamo makes the batch dynamic at its first change; docs/bench-gpu.md).
 
     Returns False (and leaves the eager step) if compiling is unavailable.
     """

@@ -320,7 +320,10 @@ class Transformer(nn.Module):
         for layer in self.model.layers:
             attn = layer.self_attn
             attn.k_cache = attn.v_cache = None  # free the old cache before allocating the new one
-            shape = (self.max_batch, a.n_kv_head, self.max_len, a.head_dim)
+            # one position more than asked, never read: a step's cache slice [0, S) is then never the whole
+            # buffer, so one compiled layer serves every S (a whole-buffer slice is a view where a shorter one
+            # is not, and dynamo compiled the two apart: a compile at a request's first use of the largest bucket)
+            shape = (self.max_batch, a.n_kv_head, self.max_len + 1, a.head_dim)
             attn.k_cache = torch.zeros(shape, dtype=dt, device=dev)
             attn.v_cache = torch.zeros(shape, dtype=dt, device=dev)
         # transformers switches LongRoPE's factor set on the sequence length of each forward: a prefill of
@@ -360,6 +363,7 @@ class Transformer(nn.Module):
             rope = rope[:, :, None, None, :]  # [2, B, 1, 1, R]: broadcast over heads and the one position
         x = self.model.embed_tokens(idx)
         if mask is not None and STEP.layer is not None:  # the step through compiled layers (compile_layers)
+            torch._dynamo.maybe_mark_dynamic(mask, 3)  # the cache length: one compile for every bucket
             layers, eps = self.model.layers, self.args.norm_eps
             normed = rms_norm(x, layers[0].input_layernorm.weight, eps)
             nexts = [layer.input_layernorm.weight for layer in layers[1:]] + [self.model.norm.weight]
