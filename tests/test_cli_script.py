@@ -52,6 +52,19 @@ def test_usage_mistake_is_one_line_and_exit_2(args, needle):
     assert p.stdout == ""
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["--adapter", "no-such-adapter"], "adapter 'no-such-adapter' not found"),  # checked before the KB is read
+    (["--adapter", "zorblax", "--retrieval-only"], "--retrieval-only generates none"),
+])
+def test_eval_rag_adapter_mistakes_are_one_line_and_exit_2(tmp_path, args, needle):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"question": "What is the warranty?", "answer": "2 years", "doc": "terms.md"}\n')
+    p = phikit_script("eval", "rag", str(qa), "--kb", str(tmp_path / "kb"), *args)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    lines = error_lines(p)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], p.stderr
+
+
 def test_audit_verify_exit_codes_through_the_script(tmp_path, monkeypatch):
     """A clean log exits 0; the same log with one value edited exits 1 (`raise typer.Exit(1)` really exits 1)."""
     from phikit.tools.audit import AuditLog

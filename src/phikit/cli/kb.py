@@ -137,6 +137,7 @@ def eval_rag(
     kb: KbOpt,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Chat model (default: the embedded one).")] = None,
     backend: Annotated[str, typer.Option("--backend", "-b", help="auto | llamacpp | transformers")] = "auto",
+    adapter: Annotated[Optional[str], typer.Option("--adapter", help="LoRA adapter from phikit tune (registered name or folder; none = the base model): grounded answers through it.")] = None,
     k: Annotated[int, typer.Option("-k", "--top-k", help="Passages retrieved (recall@k, MRR@k).")] = 4,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N questions.")] = None,
     retrieval_only: Annotated[bool, typer.Option("--retrieval-only", help="Skip generation: recall@k and MRR only.")] = False,
@@ -146,18 +147,20 @@ def eval_rag(
 ) -> None:
     """Retrieval recall@k and MRR, grounded accuracy, hallucination rate and abstention precision."""
     from ..rag.eval import evaluate, load_qa, render_table
-    from .core import params_from_cli
+    from ..errors import BadRequestError
+    from .core import load_llm, params_from_cli
 
     params_from_cli(max_tokens)
+    if retrieval_only and adapter:
+        raise BadRequestError("--adapter changes the answers, and --retrieval-only generates none; drop one of them")
     items = load_qa(qa)[: limit or None]
-    llm = None
-    if not retrieval_only:
-        from ..llm import load
-
-        llm = load(model, backend=backend)
-    print(f"eval rag: {len(items)} questions, k={k}" + (f", {llm.model} on {llm.backend}" if llm else ", retrieval only"),
+    llm = None if retrieval_only else load_llm(model, backend, None, adapter=adapter)
+    through = f" through adapter {adapter}" if adapter else ""
+    print(f"eval rag: {len(items)} questions, k={k}" + (f", {llm.model} on {llm.backend}{through}" if llm else ", retrieval only"),
           file=sys.stderr)
     report = evaluate(items, kb, llm, k=k, max_new_tokens=max_tokens, progress=sys.stderr.isatty())
+    if adapter:
+        report["adapter"] = adapter
     if out:
         from pathlib import Path
 
