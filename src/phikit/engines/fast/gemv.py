@@ -4,8 +4,9 @@ At batch 1 every projection is a matrix-vector product bound by reading the weig
 is 83% cuBLAS GEMVs reading at ~3.0 TB/s (a profile, docs/bench-gpu.md). On an H200, :func:`gemv_rows`
 (each program reduces a few whole rows, fp32 accumulation, weights streamed with ``evict_first``) read
 Phi-4-mini's projections at 2.9-4.6 TB/s against cuBLAS's 1.8-4.3, and a step's projections in 1.95 ms
-against 2.36 (``bench/gemv_probe.py``). The block sizes below are that probe's best per shape. It is the
-kernel gpt-fast and gemlite write for the same reason (memory-bound decode, one row of activations).
+against 2.36 (``bench/gemv_probe.py``). The block sizes below are that probe's best per shape. The idea is
+that of gemlite's Triton GEMV kernels and llama.cpp's CUDA mat-vec kernels: a decode step at batch 1 is one row
+of activations against every weight, bound by reading the weights, which a GEMM kernel's tiles waste.
 
 :func:`linear` is what the fast model's projections call: the Triton GEMV for one bf16 row on CUDA when
 :data:`ENABLED`, ``F.linear`` otherwise (prefill, batches, int4/nf4 weights, the CPU, no Triton).

@@ -7,7 +7,8 @@ CUDA graph; a step is then one graph launch instead of ~1,300 kernel launches fr
 are bucketed (powers of two from 256) so graphs are reused across prompt lengths, and attention reads only
 the bucket's prefix of the cache. Inside the graph, one layer of the step is ``torch.compile``'d and reused by
 every layer (:func:`compile_layers`, the bf16 default), or only the elementwise pieces (RMSNorm, rotary,
-SiLU x up) are (:func:`compile_ops`); the matmuls stay cuBLAS.
+SiLU x up) are (:func:`compile_ops`); the projections keep their own kernels (at batch 1 a Triton GEMV, :mod:`.gemv`;
+else cuBLAS).
 Source: pytorch-labs/gpt-fast ``generate.py`` (prefill / decode_one_token / decode_n_tokens).
 """
 
@@ -112,7 +113,7 @@ def _compile_settings(*, emulate_casts: bool, recompiles: bool) -> None:
 
 def compile_step() -> None:
     """Capture the whole one-token step ``torch.compile``'d (inductor fuses the cache writes, rotary, norms and
-    attention's small kernels; the matmuls stay cuBLAS), as gpt-fast compiles ``decode_one_token``.
+    attention's small kernels; the projections stay the GEMV or cuBLAS), as gpt-fast compiles ``decode_one_token``.
 
     One compile per (batch, cache-length bucket), so the first request of each bucket waits for it (tens of
     seconds): the slower start is the price of the faster step (bench/fast_compile_step.py measures both).
@@ -143,7 +144,7 @@ def compile_ops() -> bool:
 
 def compile_layers() -> bool:
     """Run the one-token step through a ``torch.compile``'d :func:`.model.layer_step`: each layer's cache write,
-    rotary, norms, attention's small kernels and residual adds fused (the matmuls stay cuBLAS), compiled once
+    rotary, norms, attention's small kernels and residual adds fused (the projections stay the GEMV or cuBLAS), compiled once
     for every layer, as PyTorch's regional-compilation recipe compiles one repeated block instead of the
     whole model. About the whole-step compile's gain over :func:`compile_ops` (1.15-1.24x against its 1.23x)
     at a third of its load (~20 s cold against 56 s): one compile, dynamic in the cache length
