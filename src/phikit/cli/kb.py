@@ -146,8 +146,8 @@ def eval_rag(
     as_json: JsonOpt = False,
 ) -> None:
     """Retrieval recall@k and MRR, grounded accuracy, hallucination rate and abstention precision."""
-    from ..rag.eval import evaluate, load_qa, render_table
     from ..errors import BadRequestError
+    from ..rag.eval import evaluate, load_qa, render_table
     from .core import load_llm, params_from_cli
 
     params_from_cli(max_tokens)

@@ -138,7 +138,8 @@ class Ops:
     ``EAGER`` runs everywhere (and is what prefill uses, whatever its length); :func:`generate.compile_ops`
     sets ``STEP`` to ``torch.compile``'d versions (one fused kernel each instead of five to ten) for the
     fixed-shape decode step, and :func:`generate.compile_layers` sets ``STEP.layer`` to a compiled
-    :func:`layer_step` (a whole layer of the step). The projections keep their own kernels either way (the Triton GEMV at batch 1, else cuBLAS).
+    :func:`layer_step` (a whole layer of the step). The projections keep their own kernels either way (the
+    Triton GEMV at batch 1, else cuBLAS).
     """
 
     def __init__(self, **fns):
