@@ -42,7 +42,7 @@ def main() -> None:
     out, specs = Path(sys.argv[1]), [a.split("=", 1) for a in sys.argv[2:]]
     runs = [(name, split(json.loads(Path(path).read_text()))) for name, path in specs]
     fig, ax = plt.subplots(figsize=(8, 3.8))
-    for i, (name, parts) in enumerate(runs):
+    for i, (_, parts) in enumerate(runs):
         left = 0.0
         for j, (label, mb) in enumerate(parts.items()):
             ax.barh(i, mb / 1024, left=left / 1024, color=f"C{j}", label=label if i == 0 else None)
