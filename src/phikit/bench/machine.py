@@ -9,8 +9,8 @@ import platform
 import sys
 from pathlib import Path
 
-PACKAGES = ("phikit", "torch", "transformers", "llama-cpp-python", "onnxruntime-genai", "bitsandbytes", "torchao",
-            "accelerate")
+PACKAGES = ("phikit", "torch", "triton", "transformers", "llama-cpp-python", "onnxruntime-genai", "bitsandbytes",
+            "torchao", "accelerate")
 
 
 def versions() -> dict[str, str]:
