@@ -15,30 +15,20 @@ import argparse
 import itertools
 import json
 import sys
+from pathlib import Path
 
 import torch
 import triton
 import triton.language as tl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from phikit.engines.fast.gemv import gemv_rows  # noqa: E402 - the kernel the fast path runs, swept here
 
 SHAPES = {  # name: (out_features N, in_features K) for Phi-4-mini
     "qkv_proj": (5120, 3072), "o_proj": (3072, 3072), "gate_up_proj": (16384, 3072), "down_proj": (3072, 8192),
     "lm_head": (200064, 3072),
 }
 L2_FLUSH_BYTES = 512 * 2**20  # copies of a weight until this many bytes: no reads from the 50 MB L2
-
-
-@triton.jit
-def gemv_rows(x_ptr, w_ptr, y_ptr, N, K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """y[n] = sum_k w[n, k] x[k]: each program reduces BLOCK_N rows over the whole K."""
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
-    for k0 in tl.range(0, K, BLOCK_K):
-        cols = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + cols).to(tl.float32)
-        w = tl.load(w_ptr + rows[:, None] * K + cols[None, :], mask=rows[:, None] < N, other=0.0,
-                    eviction_policy="evict_first")
-        acc += w.to(tl.float32) * x[None, :]
-    tl.store(y_ptr + rows, tl.sum(acc, 1).to(y_ptr.dtype.element_ty), mask=rows < N)
 
 
 @triton.jit
