@@ -33,7 +33,7 @@ def expressions(draw, depth=0):
 
 def _check(expr: str) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: bounded work, not wall time (a busy 2-core CI machine stalled one call 1.1 s)
     try:
         value = calculate_value(expr)
     except CalculationError as exc:
@@ -42,7 +42,7 @@ def _check(expr: str) -> None:
         assert isinstance(value, (int, float)) and not isinstance(value, bool)
         if isinstance(value, int):
             assert value.bit_length() <= 4096
-    assert time.perf_counter() - t0 < 1.0
+    assert time.process_time() - t0 < 1.0
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
 
 
@@ -94,14 +94,14 @@ def test_every_operator_and_function_with_large_nested_arguments_is_bounded(expr
 def test_round_digits_and_arity_are_bounded():
     for expr in ["round(1, 10**9)", "round(1, -10**9)", "round(1.5, 10**9)", "round(1/3, 10**7)", "round(2, 0.5)",
                  "floor(1, 10**9)", "factorial(1, 2)", "log(1, 2, 3)", "sqrt()"]:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         try:
             calculate_value(expr)
         except CalculationError as exc:
             assert str(exc)
         else:
             raise AssertionError(f"{expr} should be refused")
-        assert time.perf_counter() - t0 < 0.1, expr
+        assert time.process_time() - t0 < 0.1, expr
     assert calculate_value(f"round(1/3, {MAX_ROUND_DIGITS})") == 1 / 3
     assert calculate_value("round(2.675, 2)") == 2.68 and calculate_value("round(7/2)") == 4  # exact decimals
     assert calculate_value("log(8, 2)") == 3.0
