@@ -2,7 +2,6 @@
 JSON_CONFIG: TuneConfig fields, plus optional patches:
   "eva": rho  -- EVA initialisation of the LoRA A matrices (peft's initialize_lora_eva_weights; Paischer et al.
                  2024, "One Initialization to Rule them All"), from the activations of the training rows;
-  "intruder": lambda -- peft's reduce_intruder_dimension on the trained adapter before it is scored;
   "no_eos": true -- no loss on the end-of-turn marker of assistant turns (and the newline after it): the
                  adapter learns the answers but not where they stop, so it does not teach the base terse answers;
   "ortho": energy -- the LoRA A matrices kept orthogonal to the subspace holding this share of the energy of each
@@ -26,7 +25,6 @@ tag, data, cfg_json = sys.argv[1:4]
 raw = json.loads(cfg_json)
 extra_s = {}
 rho = raw.pop("eva", None)
-lam = raw.pop("intruder", None)
 corda = raw.pop("corda", None)
 if raw.pop("no_eos", False):
     orig_tok = D.tokenize
@@ -156,21 +154,6 @@ if ortho:
         extra_s["ortho_k_minmax"] = [min(dims), max(dims)]
         return pm
     peft.get_peft_model = get
-if lam:
-    from peft.tuners.lora.intruders import reduce_intruder_dimension
-    orig_use = TR.use_trained_adapter
-    def use(llm, with_adapter, where, ref):
-        t = time.time()
-        reduce_intruder_dimension(with_adapter, mitigation_lambda=float(lam), logging_sink=None)
-        for mod in with_adapter.modules():  # the mitigated weights back under the adapter's usual name
-            if hasattr(mod, "lora_A") and "intruder_reduced" in mod.lora_A:
-                for ab in (mod.lora_A, mod.lora_B):
-                    ab["default"].weight.data.copy_(ab["intruder_reduced"].weight.data)
-        with_adapter.set_adapter("default")
-        with_adapter.delete_adapter("intruder_reduced")
-        extra_s["intruder"] = round(time.time() - t, 1)
-        return orig_use(llm, with_adapter, where, ref)
-    TR.use_trained_adapter = use
 m, line = api_run7.run(tag, data, cfg_json, fields=raw)
 line.pop("env")
 line["extra_s"] = extra_s
