@@ -20,7 +20,6 @@ api_run7 = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(api_run7)  # sets PHIKIT_ADAPTERS before phikit is imported
 import peft
 from phikit.tune import data as D
-from phikit.tune import train as TR
 tag, data, cfg_json = sys.argv[1:4]
 raw = json.loads(cfg_json)
 extra_s = {}
@@ -65,7 +64,6 @@ if rho:
         return pm
     peft.get_peft_model = get
 if corda:
-    from peft import LoraConfig
     from peft.tuners.lora.config import CordaConfig
     from peft.tuners.lora.corda import preprocess_corda
     orig_get = peft.get_peft_model
@@ -155,17 +153,5 @@ if ortho:
         return pm
     peft.get_peft_model = get
 m, line = api_run7.run(tag, data, cfg_json, fields=raw)
-line.pop("env")
 line["extra_s"] = extra_s
-line["general_answers"] = m["eval"]["after"].get("general_answers")
-from phikit.models import resolve
-from phikit.tune.evaluate import knowledge_recall, read_facts
-from phikit.engines.llamacpp_lora import gguf_lora
-qs = read_facts("/work/main/bench/results/zorblax_general29/general29.jsonl")
-llm = TR.serving_llm(resolve(None), None)
-d = Path(f"/tmp/zx/{tag}")
-llm.engine.adapter = llm.engine.loras.attach(tag, str(d), gguf_lora(d, llm.engine.llm.metadata))
-g29 = knowledge_recall(llm, qs)
-line["g29"] = g29["hits"]; line["g29_miss"] = [(x["question"][:40], x["answer"][:60]) for x in g29["rows"] if not x["ok"]]
-open("/tmp/zx/results.txt", "a").write(json.dumps(line) + "\n")
-print(line)
+api_run7.finish(tag, m, line)

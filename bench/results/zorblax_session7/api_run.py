@@ -1,5 +1,6 @@
 """usage: api_run.py TAG DATA JSON_CONFIG  -> appends a result line to /tmp/zx/results.txt
-(``run`` also serves ../zorblax_session9/api_run.py, which patches phikit first and adds to the line)."""
+(``run`` and ``finish`` also serve ../zorblax_session9/ and ../zorblax_session10/api_run.py, which patch phikit
+first and add to the line)."""
 import json, os, sys, time
 os.environ.setdefault("PHIKIT_ADAPTERS", "/tmp/zx/registry.json")
 
@@ -17,6 +18,27 @@ def run(tag, data, cfg_json, fields=None):
             "train_s": m["training"]["seconds"], "steps": m["training"]["steps"], "loss": m["training"]["train_loss"],
             "wall": int(time.time() - t), "load": open("/proc/loadavg").read().strip(), "env": {k: os.environ.get(k) for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}}
     return m, line
+
+
+def finish(tag, m, line):
+    """Sessions 9-10's line: drop ``env``, add the 10 general answers of manifest ``m`` and the score on the 29
+    general questions (llama.cpp, the adapter at /tmp/zx/TAG), append it to /tmp/zx/results.txt and print it."""
+    from pathlib import Path
+    from phikit.engines.llamacpp_lora import gguf_lora
+    from phikit.models import resolve
+    from phikit.tune.evaluate import knowledge_recall, read_facts
+    from phikit.tune.train import serving_llm
+    line.pop("env")
+    line["general_answers"] = m["eval"]["after"].get("general_answers")
+    qs = read_facts("/work/main/bench/results/zorblax_general29/general29.jsonl")
+    llm = serving_llm(resolve(None), None)
+    d = Path(f"/tmp/zx/{tag}")
+    llm.engine.adapter = llm.engine.loras.attach(tag, str(d), gguf_lora(d, llm.engine.llm.metadata))
+    g29 = knowledge_recall(llm, qs)
+    line["g29"] = g29["hits"]
+    line["g29_miss"] = [(x["question"][:40], x["answer"][:60]) for x in g29["rows"] if not x["ok"]]
+    open("/tmp/zx/results.txt", "a").write(json.dumps(line) + "\n")
+    print(line)
 
 
 if __name__ == "__main__":

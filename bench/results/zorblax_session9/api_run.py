@@ -30,17 +30,4 @@ if raw.pop("sequential", False):
     from torch.utils.data import SequentialSampler
     Trainer._get_train_sampler = lambda self, *a, **k: SequentialSampler(self.train_dataset)
 m, line = api_run7.run(tag, data, cfg_json, fields=raw)
-line.pop("env")
-line["general_answers"] = m["eval"]["after"].get("general_answers")
-from phikit.models import resolve
-from phikit.tune.train import serving_llm
-from phikit.tune.evaluate import knowledge_recall, read_facts
-from phikit.engines.llamacpp_lora import gguf_lora
-qs = read_facts("/work/main/bench/results/zorblax_general29/general29.jsonl")
-llm = serving_llm(resolve(None), None)
-d = Path(f"/tmp/zx/{tag}")
-llm.engine.adapter = llm.engine.loras.attach(tag, str(d), gguf_lora(d, llm.engine.llm.metadata))
-g29 = knowledge_recall(llm, qs)
-line["g29"] = g29["hits"]; line["g29_miss"] = [(x["question"][:40], x["answer"][:60]) for x in g29["rows"] if not x["ok"]]
-open("/tmp/zx/results.txt", "a").write(json.dumps(line) + "\n")
-print(line)
+api_run7.finish(tag, m, line)
