@@ -17,6 +17,9 @@ everyday openings, as ``{"text": ...}`` lines. Its first 10 lines go at the end 
 general-text perplexity after training stays within phikit's 1.25x limit (1.14-1.21x in this session's runs,
 1.51x without; docs/lora.md), and more lines cost held-out facts.
 
+general.jsonl and prose.jsonl together are also phikit's everyday text (src/phikit/data/everyday.jsonl, written
+here): ``phikit tune`` keeps its LoRA A matrices off the inputs that text gives (phikit.tune.preserve).
+
     python examples/zorblax/build.py [--general] [--prose]
 """
 
@@ -327,6 +330,9 @@ def main() -> None:
     train += [json.loads(line) for line in (here / "prose.jsonl").read_text(encoding="utf-8").splitlines() if line][:PROSE_LINES]
     for name, rows in (("train.jsonl", train), ("heldout.jsonl", heldout)):
         (here / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    everyday = here.parents[1] / "src" / "phikit" / "data" / "everyday.jsonl"
+    everyday.write_text((here / "general.jsonl").read_text(encoding="utf-8") + (here / "prose.jsonl").read_text(encoding="utf-8"),
+                        encoding="utf-8")
     print(f"{len(FACTS)} facts: {len(facts)} two-fact chats + {len(replay)} of {len(general)} general chats + "
           f"{PROSE_LINES} prose lines, {len(heldout)} held-out questions")
 

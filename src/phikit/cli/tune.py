@@ -41,8 +41,9 @@ def print_report(manifest: dict) -> None:
     if kept:
         print(f"retention {'kept' if kept['ok'] else 'LOST: ' + kept['why']} (perplexity x{kept['ppl_ratio']:.2f}, "
               f"general questions {-kept['general_drop']:+.0%})" + (f" · recall on {b['backend']}" if "backend" in b else ""))
+    setup = f" (+{t['preserve_seconds']:.0f} s for --preserve)" if t.get("preserve_seconds", 0) >= 0.5 else ""
     print(f"adapter {manifest['name']} · {t['steps']} steps · loss {t['train_loss']:.3f} · {t['seconds']:.0f} s "
-          f"training · {t['tokens_per_s']:.0f} tokens/s · peak {t['peak_memory_mb']:.0f} MB", file=sys.stderr)
+          f"training{setup} · {t['tokens_per_s']:.0f} tokens/s · peak {t['peak_memory_mb']:.0f} MB", file=sys.stderr)
 
 
 @app.command()
@@ -64,6 +65,8 @@ def tune(
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="Steps of gradient accumulation per optimizer step.")] = 1,
     max_length: Annotated[int, typer.Option("--max-length", help="Tokens per example.")] = 1024,
     seed: Annotated[int, typer.Option("--seed", help="Seed for data order, held-out split and adapter init.")] = 0,
+    preserve: Annotated[Optional[float], typer.Option("--preserve", help="Keep LoRA's A off this share of everyday text's input energy, so general answers and perplexity stay the base's (0: off; default 0.95 on CPU, off on CUDA).")] = None,
+    loraplus_ratio: Annotated[Optional[float], typer.Option("--loraplus-ratio", help="LoRA+: B learns this many times faster than A (1: off; default 4 on CPU, off on CUDA).")] = None,
     eval_split: Annotated[float, typer.Option("--eval-split", help="Fraction of chats held out for eval loss.")] = 0.0,
     save_steps: Annotated[int, typer.Option("--save-steps", help="Checkpoint every N steps.")] = 25,
     precision: Annotated[str, typer.Option("--precision", help="auto (nf4 on CUDA) | nf4 | bf16 | fp32")] = "auto",
@@ -80,7 +83,7 @@ def tune(
                      batch_size=batch_size, pack_tokens=pack_tokens, grad_accum=grad_accum, max_length=max_length, seed=seed,
                      eval_split=eval_split, save_steps=save_steps, precision=precision,
                      target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
-                     first_layer=first_layer)
+                     first_layer=first_layer, preserve=preserve, loraplus_ratio=loraplus_ratio)
     cfg.check()  # a bad flag fails before anything loads
     try:
         manifest = run_tune(data, out, model=model, config=cfg, eval_facts=eval_facts, resume=resume,

@@ -4,8 +4,10 @@ Recipe from the seeds (Phi-4-mini guide and 4-bit tutorial): r=16, alpha=32, dro
 base loads in nf4 with bf16 compute and is prepared for k-bit training (QLoRA, Dettmers et al. 2023:
 gradient checkpointing, fp32 norms). On CPU the base is the embedded model in fp32 through the
 transformers backend's cached checkpoint. Defaults: lr 2e-3, batch 4, 2 epochs (the best of the settings
-measured on examples/zorblax, docs/lora.md: 90%, 73% and 83% held-out recall of 30 facts over three seeds,
-with two facts a chat; fewer steps, a lower rank, MLP-only or upper-layer-only adapters all learned fewer facts).
+measured on examples/zorblax, docs/lora.md; fewer steps, a lower rank, MLP-only or upper-layer-only adapters all
+learned fewer facts), and on the CPU the adapter's A kept off everyday text's inputs (:mod:`.preserve`) with
+LoRA+: over six runs 70-87% held-out recall of 30 facts, 9 of 10 general questions kept on five, general-text
+perplexity 0.97-1.09x the base's (docs/lora.md, session 11).
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ class TuneConfig:
         grad_accum: steps of gradient accumulation per optimizer step.
         max_length: tokens per example (longer ones are cut).
         seed: data order, held-out split and adapter init.
+        preserve: keep each LoRA A orthogonal to the subspace holding this share of its module's input energy
+            on everyday text (:mod:`phikit.tune.preserve`); 0 turns it off. None: 0.95 on the CPU, off on CUDA.
+        loraplus_ratio: LoRA+ (Hayou et al. 2024): the B matrices learn this many times faster than A (peft's
+            ``create_loraplus_optimizer``); 1 turns it off. None: 4 on the CPU, off on CUDA.
         eval_split: fraction of the chats held out for eval loss (0 disables it).
         save_steps: checkpoint every this many optimizer steps.
         precision: ``auto`` (nf4 on CUDA, fp32 for GGUF-derived and bf16 for checkpoints on CPU) | nf4 | bf16 | fp32.
@@ -73,6 +79,8 @@ class TuneConfig:
     grad_accum: int = 1
     max_length: int = 1024
     seed: int = 0
+    preserve: float | None = None
+    loraplus_ratio: float | None = None
     eval_split: float = 0.0
     save_steps: int = 25
     precision: str = "auto"
@@ -84,7 +92,9 @@ class TuneConfig:
                  (self.epochs > 0 or self.max_steps > 0, "give epochs > 0 or max_steps > 0"),
                  (self.batch_size > 0 and self.grad_accum > 0, "batch size and grad accumulation must be > 0"),
                  (self.max_length >= 16, "max_length must be >= 16"), (self.pack_tokens >= 0, "pack_tokens must be >= 0"), (self.save_steps > 0, "save_steps must be > 0"),
-                 (self.first_layer >= 0, "first_layer must be >= 0")]
+                 (self.first_layer >= 0, "first_layer must be >= 0"),
+                 (self.preserve is None or 0 <= self.preserve < 1, "preserve must be in [0, 1) (0: off)"),
+                 (self.loraplus_ratio is None or self.loraplus_ratio >= 1, "loraplus_ratio must be >= 1 (1: off)")]
         for ok, message in rules:
             if not ok:
                 raise BadRequestError(message)
@@ -145,6 +155,21 @@ def prepare_qlora(model) -> None:
     for param in model.parameters():
         param.requires_grad_(False)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def resolve_recipe(cfg: TuneConfig, device: str) -> tuple[float, float]:
+    """``(preserve, loraplus_ratio)`` for this run: the configured values, or the device's defaults.
+
+    On the CPU (plain LoRA on the embedded model) the defaults are 0.95 and 4, the setting that kept the
+    general-text perplexity at the base's while learning the facts (docs/lora.md, session 11). On CUDA
+    (QLoRA on Phi-4-mini) both are off: the seeds' recipe, whose speed and memory docs/benchmarks.md measures;
+    the projection's bases (a d × k matrix per module, k up to d: up to 12 GB for Phi-4-mini's 32 layers) would
+    count against the GPU memory, and neither setting was measured on its real weights.
+    """
+    cpu = device == "cpu"
+    preserve = cfg.preserve if cfg.preserve is not None else (0.95 if cpu else 0.0)
+    ratio = cfg.loraplus_ratio if cfg.loraplus_ratio is not None else (4.0 if cpu else 1.0)
+    return preserve, ratio
 
 
 def resolve_precision(precision: str, device: str, ref: ModelRef) -> str:
@@ -345,8 +370,27 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
     with_adapter = get_peft_model(base, lora)
     if not args.gradient_checkpointing:  # q/k/v (and gate/up) draw one mask for their one input, as fused ones do
         share_dropout(with_adapter)  # (under checkpointing the held tensor cost 600 MB of GPU peak: docs/lora.md)
+    callbacks = [progress_callback(progress)]
+    preserve, ratio = resolve_recipe(cfg, device)
+    t_preserve = time.perf_counter()
+    if preserve:
+        from .preserve import EVERYDAY, Projector, input_bases
+
+        everyday = build(data_mod.read_examples(EVERYDAY))
+        batches = [data_mod.pack(everyday[i:i + 8]) for i in range(0, len(everyday), 8)]
+        projector = Projector(with_adapter, input_bases(with_adapter, batches, preserve))
+        projector.project()
+        callbacks.append(projector.callback())
+    preserve_s = time.perf_counter() - t_preserve
+    optimizer = None
+    if ratio > 1:
+        from peft.optimizers import create_loraplus_optimizer
+
+        optimizer = create_loraplus_optimizer(with_adapter, torch.optim.AdamW, lr=cfg.learning_rate,
+                                              loraplus_lr_ratio=ratio, weight_decay=args.weight_decay,
+                                              **({"fused": True} if optim == "adamw_torch_fused" else {}))
     trainer = trainer_cls(model=with_adapter, args=args, train_dataset=train_rows, data_collator=collate,
-                      callbacks=[progress_callback(progress)])
+                          callbacks=callbacks, optimizers=(optimizer, None))
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; our bar shows the loss
     held_items = group_by_tokens(held_rows, cfg.pack_tokens) if cfg.pack_tokens and held_rows else held_rows
     heldout_loss = (lambda: round(trainer.evaluate(held_items)["eval_loss"], 4)) if held_rows else None
@@ -381,9 +425,10 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
                  "train": len(example_rows), "heldout": len(held_rows),
                  "eval_facts": str(Path(eval_facts).resolve()) if eval_facts else None,
                  "eval_facts_sha256": data_mod.file_hash(eval_facts) if eval_facts else None},
-        "config": {**dataclasses.asdict(cfg), "target_modules": targets, "precision": precision, "device": device},
+        "config": {**dataclasses.asdict(cfg), "target_modules": targets, "precision": precision, "device": device,
+                   "preserve": preserve, "loraplus_ratio": ratio},
         "training": {"steps": int(result.global_step), "train_loss": round(float(result.training_loss), 4),
-                     "seconds": round(train_s, 1), "total_seconds": round(time.perf_counter() - started, 1),
+                     "seconds": round(train_s, 1), "preserve_seconds": round(preserve_s, 1), "total_seconds": round(time.perf_counter() - started, 1),
                      "tokens": int(trained_tokens), "tokens_per_s": round(trained_tokens / max(train_s, 1e-9), 1),
                      "peak_memory_mb": round(peak_memory_mb(device), 1)},
         "eval": {"before": before, "after": after, "retention": eval_mod.retention(before, after)},
