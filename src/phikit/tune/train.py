@@ -172,6 +172,28 @@ def resolve_recipe(cfg: TuneConfig, device: str) -> tuple[float, float]:
     return preserve, ratio
 
 
+def projector_callback(model, energy: float, build):
+    """Project ``model``'s LoRA A matrices off everyday text's input subspace now, and a ``TrainerCallback``
+    that does it after every optimizer step (:mod:`phikit.tune.preserve`). ``build`` tokenizes examples as the
+    training data is (chat template, system prompt)."""
+    from .preserve import EVERYDAY, Projector, input_bases
+
+    everyday = build(data_mod.read_examples(EVERYDAY))
+    batches = [data_mod.pack(everyday[i:i + 8]) for i in range(0, len(everyday), 8)]
+    projector = Projector(model, input_bases(model, batches, energy))
+    projector.project()
+    return projector.callback()
+
+
+def loraplus_optimizer(model, ratio: float, args):
+    """AdamW with LoRA+'s parameter groups: B at ``ratio`` times the learning rate (peft's implementation)."""
+    import torch
+    from peft.optimizers import create_loraplus_optimizer
+
+    return create_loraplus_optimizer(model, torch.optim.AdamW, lr=args.learning_rate, loraplus_lr_ratio=ratio,
+                                     weight_decay=args.weight_decay, **({"fused": True} if args.optim == "adamw_torch_fused" else {}))
+
+
 def resolve_precision(precision: str, device: str, ref: ModelRef) -> str:
     if precision == "auto":
         return "nf4" if device == "cuda" else ("fp32" if ref.is_gguf else "bf16")
@@ -370,27 +392,13 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
     with_adapter = get_peft_model(base, lora)
     if not args.gradient_checkpointing:  # q/k/v (and gate/up) draw one mask for their one input, as fused ones do
         share_dropout(with_adapter)  # (under checkpointing the held tensor cost 600 MB of GPU peak: docs/lora.md)
-    callbacks = [progress_callback(progress)]
     preserve, ratio = resolve_recipe(cfg, device)
     t_preserve = time.perf_counter()
-    if preserve:
-        from .preserve import EVERYDAY, Projector, input_bases
-
-        everyday = build(data_mod.read_examples(EVERYDAY))
-        batches = [data_mod.pack(everyday[i:i + 8]) for i in range(0, len(everyday), 8)]
-        projector = Projector(with_adapter, input_bases(with_adapter, batches, preserve))
-        projector.project()
-        callbacks.append(projector.callback())
+    guard = projector_callback(with_adapter, preserve, build) if preserve else None
     preserve_s = time.perf_counter() - t_preserve
-    optimizer = None
-    if ratio > 1:
-        from peft.optimizers import create_loraplus_optimizer
-
-        optimizer = create_loraplus_optimizer(with_adapter, torch.optim.AdamW, lr=cfg.learning_rate,
-                                              loraplus_lr_ratio=ratio, weight_decay=args.weight_decay,
-                                              **({"fused": True} if optim == "adamw_torch_fused" else {}))
     trainer = trainer_cls(model=with_adapter, args=args, train_dataset=train_rows, data_collator=collate,
-                          callbacks=callbacks, optimizers=(optimizer, None))
+                          callbacks=[progress_callback(progress)] + ([guard] if guard else []),
+                          optimizers=(loraplus_optimizer(with_adapter, ratio, args) if ratio > 1 else None, None))
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; our bar shows the loss
     held_items = group_by_tokens(held_rows, cfg.pack_tokens) if cfg.pack_tokens and held_rows else held_rows
     heldout_loss = (lambda: round(trainer.evaluate(held_items)["eval_loss"], 4)) if held_rows else None
