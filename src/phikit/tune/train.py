@@ -18,6 +18,7 @@ import math
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -389,7 +390,9 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
         **cfg.extra,
     })
 
-    with_adapter = get_peft_model(base, lora)
+    with warnings.catch_warnings():  # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        with_adapter = get_peft_model(base, lora)
     if not args.gradient_checkpointing:  # q/k/v (and gate/up) draw one mask for their one input, as fused ones do
         share_dropout(with_adapter)  # (under checkpointing the held tensor cost 600 MB of GPU peak: docs/lora.md)
     preserve, ratio = resolve_recipe(cfg, device)
