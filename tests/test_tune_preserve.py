@@ -17,8 +17,8 @@ pytest.importorskip("peft")
 
 from phikit.tune import data as data_mod  # noqa: E402
 from phikit.tune.evaluate import GENERAL_QUESTIONS, GENERAL_TEXT  # noqa: E402
-from phikit.tune.preserve import EVERYDAY, Projector, input_bases, lora_modules  # noqa: E402
-from phikit.tune.train import TuneConfig, resolve_recipe, tune  # noqa: E402
+from phikit.tune.preserve import EVERYDAY, Projector, input_bases, lora_modules, resolve_recipe  # noqa: E402
+from phikit.tune.train import TuneConfig, tune  # noqa: E402
 from test_tune import chats, own_registry, tiny_model_dir  # noqa: E402,F401
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "zorblax"

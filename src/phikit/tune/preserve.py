@@ -1,4 +1,5 @@
-"""Keep the base's everyday behaviour while an adapter learns facts: LoRA's A held off everyday text's inputs.
+"""Keep the base's everyday behaviour while an adapter learns facts: LoRA's A held off everyday text's inputs,
+with LoRA+ to learn the facts in what is left (``phikit tune``'s CPU defaults: :func:`resolve_recipe`).
 
 A LoRA adapter changes a module's output by ``(alpha / r) · B A x``. When every row of A is orthogonal to the
 subspace that holds most of the energy of the module's inputs ``x`` on everyday text, that change is close to
@@ -11,7 +12,7 @@ optimizer step.
 
 Measured on ``examples/zorblax`` with the embedded model (docs/lora.md, sessions 10-11): at 95% of the energy,
 alone, it held the general-text perplexity at 0.96× the base's but learned 53% of the facts where plain LoRA learned
-90% (at 1.21×); with LoRA+ (:func:`phikit.tune.train.loraplus_optimizer`, the CPU default) 70-87% of the facts over
+90% (at 1.21×); with LoRA+ (:func:`loraplus_optimizer`, Hayou et al. 2024; the CPU default) 70-87% of the facts over
 six runs (five seeds) at 0.97-1.09×, and 9 of 10 general questions kept on five of the six.
 """
 
@@ -115,3 +116,40 @@ class Projector:
                 projector.project()
 
         return ProjectA()
+
+
+def resolve_recipe(cfg, device: str) -> tuple[float, float]:
+    """``(preserve, loraplus_ratio)`` for this run: the configured values, or the device's defaults.
+
+    On the CPU (plain LoRA on the embedded model) the defaults are 0.95 and 4, the setting that kept the
+    general-text perplexity at the base's while learning the facts (docs/lora.md, session 11). On CUDA
+    (QLoRA on Phi-4-mini) both are off: the seeds' recipe, whose speed and memory docs/benchmarks.md measures;
+    the projection's bases (a d × k matrix per module, k up to d: up to 12 GB for Phi-4-mini's 32 layers) would
+    count against the GPU memory, and neither setting was measured on its real weights.
+    """
+    cpu = device == "cpu"
+    preserve = cfg.preserve if cfg.preserve is not None else (0.95 if cpu else 0.0)
+    ratio = cfg.loraplus_ratio if cfg.loraplus_ratio is not None else (4.0 if cpu else 1.0)
+    return preserve, ratio
+
+
+def projector_callback(model, energy: float, build):
+    """Project ``model``'s LoRA A matrices off everyday text's input subspace now, and a ``TrainerCallback``
+    that does it after every optimizer step (:class:`Projector`). ``build`` tokenizes examples as the
+    training data is (chat template, system prompt)."""
+    from . import data as data_mod
+
+    everyday = build(data_mod.read_examples(EVERYDAY))
+    batches = [data_mod.pack(everyday[i:i + 8]) for i in range(0, len(everyday), 8)]
+    projector = Projector(model, input_bases(model, batches, energy))
+    projector.project()
+    return projector.callback()
+
+
+def loraplus_optimizer(model, ratio: float, args):
+    """AdamW with LoRA+'s parameter groups: B at ``ratio`` times the learning rate (peft's implementation)."""
+    import torch
+    from peft.optimizers import create_loraplus_optimizer
+
+    return create_loraplus_optimizer(model, torch.optim.AdamW, lr=args.learning_rate, loraplus_lr_ratio=ratio,
+                                     weight_decay=args.weight_decay, **({"fused": True} if args.optim == "adamw_torch_fused" else {}))

@@ -158,43 +158,6 @@ def prepare_qlora(model) -> None:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def resolve_recipe(cfg: TuneConfig, device: str) -> tuple[float, float]:
-    """``(preserve, loraplus_ratio)`` for this run: the configured values, or the device's defaults.
-
-    On the CPU (plain LoRA on the embedded model) the defaults are 0.95 and 4, the setting that kept the
-    general-text perplexity at the base's while learning the facts (docs/lora.md, session 11). On CUDA
-    (QLoRA on Phi-4-mini) both are off: the seeds' recipe, whose speed and memory docs/benchmarks.md measures;
-    the projection's bases (a d × k matrix per module, k up to d: up to 12 GB for Phi-4-mini's 32 layers) would
-    count against the GPU memory, and neither setting was measured on its real weights.
-    """
-    cpu = device == "cpu"
-    preserve = cfg.preserve if cfg.preserve is not None else (0.95 if cpu else 0.0)
-    ratio = cfg.loraplus_ratio if cfg.loraplus_ratio is not None else (4.0 if cpu else 1.0)
-    return preserve, ratio
-
-
-def projector_callback(model, energy: float, build):
-    """Project ``model``'s LoRA A matrices off everyday text's input subspace now, and a ``TrainerCallback``
-    that does it after every optimizer step (:mod:`phikit.tune.preserve`). ``build`` tokenizes examples as the
-    training data is (chat template, system prompt)."""
-    from .preserve import EVERYDAY, Projector, input_bases
-
-    everyday = build(data_mod.read_examples(EVERYDAY))
-    batches = [data_mod.pack(everyday[i:i + 8]) for i in range(0, len(everyday), 8)]
-    projector = Projector(model, input_bases(model, batches, energy))
-    projector.project()
-    return projector.callback()
-
-
-def loraplus_optimizer(model, ratio: float, args):
-    """AdamW with LoRA+'s parameter groups: B at ``ratio`` times the learning rate (peft's implementation)."""
-    import torch
-    from peft.optimizers import create_loraplus_optimizer
-
-    return create_loraplus_optimizer(model, torch.optim.AdamW, lr=args.learning_rate, loraplus_lr_ratio=ratio,
-                                     weight_decay=args.weight_decay, **({"fused": True} if args.optim == "adamw_torch_fused" else {}))
-
-
 def resolve_precision(precision: str, device: str, ref: ModelRef) -> str:
     if precision == "auto":
         return "nf4" if device == "cuda" else ("fp32" if ref.is_gguf else "bf16")
@@ -395,6 +358,8 @@ def tune(data: str | Path, out: str | Path, *, model: str | None = None, config:
         with_adapter = get_peft_model(base, lora)
     if not args.gradient_checkpointing:  # q/k/v (and gate/up) draw one mask for their one input, as fused ones do
         share_dropout(with_adapter)  # (under checkpointing the held tensor cost 600 MB of GPU peak: docs/lora.md)
+    from .preserve import loraplus_optimizer, projector_callback, resolve_recipe
+
     preserve, ratio = resolve_recipe(cfg, device)
     t_preserve = time.perf_counter()
     guard = projector_callback(with_adapter, preserve, build) if preserve else None
