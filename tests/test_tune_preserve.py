@@ -18,7 +18,7 @@ pytest.importorskip("peft")
 from phikit.tune import data as data_mod  # noqa: E402
 from phikit.tune.evaluate import GENERAL_QUESTIONS, GENERAL_TEXT  # noqa: E402
 from phikit.tune.preserve import EVERYDAY, Projector, input_bases, lora_modules, resolve_recipe  # noqa: E402
-from phikit.tune.train import TuneConfig, tune  # noqa: E402
+from phikit.tune.train import TARGET_MODULES, TuneConfig, tune  # noqa: E402
 from test_tune import chats, own_registry, tiny_model_dir  # noqa: E402,F401
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "zorblax"
@@ -40,8 +40,7 @@ def wrapped(model_dir):
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(model_dir)
-    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                                         "down_proj"], task_type="CAUSAL_LM")
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=TARGET_MODULES["llama"], task_type="CAUSAL_LM")
     return get_peft_model(base, cfg)
 
 
