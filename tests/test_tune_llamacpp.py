@@ -171,6 +171,23 @@ def test_server_lists_adapters_and_follows_the_registry_without_restart(llm, lor
         assert [m["id"] for m in httpx.get(url + "/v1/models").json()["data"]] == [llm.model]
 
 
+def test_perplexity_follows_the_adapter_after_batching_is_on(lora_dir):
+    """Once a server has switched batching on, what reads the engine's own context (the retention perplexity)
+    still sees the adapter asked for (it used to keep the last adapter set before batching)."""
+    import phikit
+    from phikit.tune.evaluate import llamacpp_perplexity
+
+    eng = phikit.load("smollm2-135m", backend="llamacpp", n_ctx=512).engine
+    eng.activate(eng.pick_adapter(str(lora_dir)))  # set before batching, as a chat before `serve` would
+    before_batching = llamacpp_perplexity(eng)
+    eng.enable_batching(2)
+    eng.activate(None)
+    base = llamacpp_perplexity(eng)
+    eng.activate(eng.pick_adapter(str(lora_dir)))
+    assert llamacpp_perplexity(eng) == pytest.approx(before_batching, rel=1e-4)
+    assert abs(base - before_batching) > 0.05 * base
+
+
 def test_other_backends_refuse_adapters_clearly():
     from types import SimpleNamespace
 

@@ -82,11 +82,14 @@ class BatchedSlots:
         return self.batcher.n_slots
 
     def activate(self, name: str | None) -> None:
-        """With batching on, remember this thread's adapter: its sequences join that group (the batcher
-        switches its own context per step). Without, as before."""
-        if self.batcher is None:
-            return super().activate(name)
-        _thread.adapter = name
+        """Set adapter ``name`` on the engine's own context, as without batching; with batching on, also
+        remember it for this thread, whose sequences join that group (the batcher switches its own context per
+        step). The engine's context follows even then, so what reads it directly (the retention perplexity,
+        :func:`phikit.tune.evaluate.llamacpp_perplexity`) sees the adapter asked for after a server has
+        switched batching on."""
+        if self.batcher is not None:
+            _thread.adapter = name
+        super().activate(name)
 
     def batched_steps(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
         """``token_steps`` through the batcher, in this thread's adapter group."""
