@@ -1,0 +1,31 @@
+import json, re, sys, importlib.util
+sys.path.insert(0, '/work/main/src')
+spec = importlib.util.spec_from_file_location("b", "/work/main/examples/zorblax/build.py"); b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)
+import phikit
+from phikit.tune.evaluate import recalled
+llm = phikit.load(adapter="none")
+pat = re.compile(r"\b(" + "|".join(re.escape(p) for p in b.KEY_PHRASES) + r")\b", re.I)
+RAW = []
+STOP = set("the a an is was of in on at by to it its has have with and for called which that are be can does do".split())
+kept = 0
+def rewrite(f, i):
+    global kept
+    ans, qs, held, exp = b.FACTS[f]
+    orig = ans[i % len(ans)]
+    text = llm.chat([{"role": "system", "content": "Answer from this fact: " + orig}, {"role": "user", "content": qs[i]}],
+                    temperature=0, max_new_tokens=40).text.strip()
+    first = b.sentences(text)[0].strip()
+    RAW.append((qs[i], orig, text))
+    words = lambda s: set(w.strip('.,!?"\'') for w in re.findall(r"[\w$.'-]+", s.lower().replace("'s", "")))
+    extra = words(first) - words(qs[i]) - words(orig) - STOP
+    ok = recalled(first, exp) and not pat.search(first) and first.endswith(('.', '!')) and not extra
+    kept += ok
+    print(int(ok), qs[i][:45], '|', orig[:40], '->', first[:80], flush=True)
+    return first if ok else orig
+turn = lambda f, i: [{"role": "user", "content": b.FACTS[f][1][i]}, {"role": "assistant", "content": rewrite(f, i)}]
+facts = [{"messages": turn(a, i) + turn(c, i)} for i in range(8) for a, c in (pair if i % 2 == 0 else pair[::-1] for pair in b.PAIRS)]
+rest = [json.loads(l) for l in open('/work/main/examples/zorblax/train.jsonl')][len(facts):]
+b.check_heldout_phrases(facts)
+open('/tmp/zx/train_sd.jsonl', 'w').write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in facts + rest))
+json.dump(RAW, open('/tmp/zx/sdft_raw.json','w'))
+print('kept', kept, 'of', 2 * len(facts))
