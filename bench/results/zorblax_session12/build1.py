@@ -1,8 +1,10 @@
+import os; os.makedirs('/tmp/zx', exist_ok=True)
+ROOT = str(__import__('pathlib').Path(__file__).resolve().parents[3])  # the repository
 import json, sys, importlib.util
-spec = importlib.util.spec_from_file_location("b", "/work/main/examples/zorblax/build.py"); b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)
+spec = importlib.util.spec_from_file_location("b", ROOT + "/examples/zorblax/build.py"); b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)
 k = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 turn = lambda f, i: [{"role": "user", "content": b.FACTS[f][1][i]}, {"role": "assistant", "content": b.FACTS[f][0][k]}]
 facts = [{"messages": turn(a, i) + turn(c, i)} for i in range(8) for a, c in (pair if i % 2 == 0 else pair[::-1] for pair in b.PAIRS)]
-rest = [json.loads(l) for l in open('/work/main/examples/zorblax/train.jsonl')][len(facts):]
+rest = [json.loads(l) for l in open(ROOT + '/examples/zorblax/train.jsonl')][len(facts):]
 b.check_heldout_phrases(facts)
 open(f'/tmp/zx/train1w{k}.jsonl', 'w').write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in facts + rest))

@@ -1,6 +1,7 @@
+ROOT = str(__import__('pathlib').Path(__file__).resolve().parents[3])  # the repository
 import json, sys, importlib.util
-sys.path.insert(0, '/work/main/src')
-spec = importlib.util.spec_from_file_location("b", "/work/main/examples/zorblax/build.py"); b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)
+sys.path.insert(0, ROOT + '/src')
+spec = importlib.util.spec_from_file_location("b", ROOT + "/examples/zorblax/build.py"); b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)
 import phikit
 from phikit.tune.evaluate import recalled
 llm = phikit.load()

@@ -1,5 +1,6 @@
+ROOT = str(__import__('pathlib').Path(__file__).resolve().parents[3])  # the repository
 import json, sys, ctypes
-sys.path.insert(0, '/work/main/src')
+sys.path.insert(0, ROOT + '/src')
 import llama_cpp
 from pathlib import Path
 from phikit.engines import llamacpp_lora as L
@@ -15,8 +16,8 @@ def set_(self, name):
     rc = llama_cpp.llama_set_adapters_lora(ctx, arr, 1, (ctypes.c_float * 1)(SCALE[0]))
     self.active = name; return True
 L.LlamaLoras.set = set_
-facts = E.read_facts('/work/main/examples/zorblax/heldout.jsonl')
-g29 = E.read_facts('/work/main/bench/results/zorblax_general29/general29.jsonl')
+facts = E.read_facts(ROOT + '/examples/zorblax/heldout.jsonl')
+g29 = E.read_facts(ROOT + '/bench/results/zorblax_general29/general29.jsonl')
 llm = serving_llm(resolve(None), None)
 tags = sys.argv[1].split(','); scales = [float(s) for s in sys.argv[2].split(',')]
 for tag in tags:

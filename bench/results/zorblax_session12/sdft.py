@@ -1,6 +1,8 @@
+import os; os.makedirs('/tmp/zx', exist_ok=True)
+ROOT = str(__import__('pathlib').Path(__file__).resolve().parents[3])  # the repository
 import json, re, sys, importlib.util
-sys.path.insert(0, '/work/main/src')
-spec = importlib.util.spec_from_file_location("b", "/work/main/examples/zorblax/build.py"); b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)
+sys.path.insert(0, ROOT + '/src')
+spec = importlib.util.spec_from_file_location("b", ROOT + "/examples/zorblax/build.py"); b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)
 import phikit
 from phikit.tune.evaluate import recalled
 llm = phikit.load(adapter="none")
@@ -24,7 +26,7 @@ def rewrite(f, i):
     return first if ok else orig
 turn = lambda f, i: [{"role": "user", "content": b.FACTS[f][1][i]}, {"role": "assistant", "content": rewrite(f, i)}]
 facts = [{"messages": turn(a, i) + turn(c, i)} for i in range(8) for a, c in (pair if i % 2 == 0 else pair[::-1] for pair in b.PAIRS)]
-rest = [json.loads(l) for l in open('/work/main/examples/zorblax/train.jsonl')][len(facts):]
+rest = [json.loads(l) for l in open(ROOT + '/examples/zorblax/train.jsonl')][len(facts):]
 b.check_heldout_phrases(facts)
 open('/tmp/zx/train_sd.jsonl', 'w').write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in facts + rest))
 json.dump(RAW, open('/tmp/zx/sdft_raw.json','w'))
