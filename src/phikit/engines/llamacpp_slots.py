@@ -89,7 +89,8 @@ class BatchedSlots:
         switched batching on."""
         if self.batcher is not None:
             _thread.adapter = name
-        super().activate(name)
+        with _ctx_lock:  # the server's threads may switch at once; llama.cpp's context is not thread-safe
+            super().activate(name)
 
     def batched_steps(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
         """``token_steps`` through the batcher, in this thread's adapter group."""
@@ -114,3 +115,4 @@ class BatchedSlots:
 
 
 _thread = threading.local()
+_ctx_lock = threading.Lock()
