@@ -136,6 +136,26 @@ def gguf_lora(adapter_dir: str | Path, base_meta: dict) -> Path:
     return target
 
 
+def set_context_lora(ctx, name: str | None, handle) -> None:
+    """Apply one LoRA adapter (``handle``, a ``llama_adapter_lora *``; scale 1) to a llama.cpp context, or none
+    (``name`` None: the base), with ``llama_set_adapters_lora``.
+
+    Raises:
+        PhikitError: llama.cpp refused (an adapter made for another model).
+    """
+    import llama_cpp
+
+    from ..errors import PhikitError
+
+    if name is None:
+        rc = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
+    else:
+        arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
+        rc = llama_cpp.llama_set_adapters_lora(ctx, arr, 1, (ctypes.c_float * 1)(1.0))
+    if rc:
+        raise PhikitError(f"llama.cpp could not apply adapter {name} (error {rc})")
+
+
 class LlamaLoras:
     """The adapters loaded into one llama.cpp model, and the one set on its context.
 
@@ -195,18 +215,7 @@ class LlamaLoras:
         """
         if name == self.active:
             return False
-        import llama_cpp
-
-        from ..errors import PhikitError
-
-        ctx = self.llm._ctx.ctx
-        if name is None:
-            rc = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
-        else:
-            arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self.loaded[name][1])
-            rc = llama_cpp.llama_set_adapters_lora(ctx, arr, 1, (ctypes.c_float * 1)(1.0))
-        if rc:
-            raise PhikitError(f"llama.cpp could not apply adapter {name} (error {rc})")
+        set_context_lora(self.llm._ctx.ctx, name, None if name is None else self.loaded[name][1])
         self.active = name
         return True
 

@@ -11,6 +11,7 @@ from typing import Any
 from .base import SamplingParams
 from .batching import check_slots
 from .llamacpp_batch import LlamaBatcher
+from .llamacpp_lora import set_context_lora
 
 MAX_DEFAULT_SLOTS = 16
 KV_SHARE = 0.25  # the slots' KV cache may take at most this share of available memory
@@ -98,20 +99,7 @@ class BatchedSlots:
 
     def _set_batch_adapter(self, ctx: Any, name: Hashable) -> None:
         """Apply LoRA ``name`` (None: the base) to the batcher's context (``llama_set_adapters_lora``)."""
-        import ctypes
-
-        import llama_cpp
-
-        from ..errors import PhikitError
-
-        if name is None:
-            rc = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
-        else:
-            handle = self.loras.loaded[name][1]
-            arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
-            rc = llama_cpp.llama_set_adapters_lora(ctx, arr, 1, (ctypes.c_float * 1)(1.0))
-        if rc:
-            raise PhikitError(f"llama.cpp could not apply adapter {name} (error {rc})")
+        set_context_lora(ctx, name, None if name is None else self.loras.loaded[name][1])
 
 
 _thread = threading.local()
