@@ -304,11 +304,14 @@ REPLAY_SKIP = {
 }
 
 
-def fact_chats() -> list[dict]:
-    """The 240 fact questions as 120 two-turn chats (:data:`PAIRS`); answer wordings cycle per question."""
+def fact_chats(answer=None) -> list[dict]:
+    """The 240 fact questions as 120 two-turn chats (:data:`PAIRS`); answer wordings cycle per question.
+    ``answer(fact, i)``, if given, is the answer to fact's question i instead (bench/results/zorblax_session12's
+    data variants)."""
     assert sorted(f for pair in PAIRS for f in pair) == list(range(len(FACTS)))
+    answer = answer or (lambda f, i: FACTS[f][0][i % len(FACTS[f][0])])
     turn = lambda f, i: [{"role": "user", "content": FACTS[f][1][i]},  # noqa: E731
-                         {"role": "assistant", "content": FACTS[f][0][i % len(FACTS[f][0])]}]
+                         {"role": "assistant", "content": answer(f, i)}]
     return [{"messages": turn(a, i) + turn(b, i)} for i in range(8)
             for a, b in (pair if i % 2 == 0 else pair[::-1] for pair in PAIRS)]
 

@@ -3,8 +3,7 @@ ROOT = str(__import__('pathlib').Path(__file__).resolve().parents[3])  # the rep
 import json, sys, importlib.util
 spec = importlib.util.spec_from_file_location("b", ROOT + "/examples/zorblax/build.py"); b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)
 k = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-turn = lambda f, i: [{"role": "user", "content": b.FACTS[f][1][i]}, {"role": "assistant", "content": b.FACTS[f][0][k]}]
-facts = [{"messages": turn(a, i) + turn(c, i)} for i in range(8) for a, c in (pair if i % 2 == 0 else pair[::-1] for pair in b.PAIRS)]
+facts = b.fact_chats(lambda f, i: b.FACTS[f][0][k])
 rest = [json.loads(l) for l in open(ROOT + '/examples/zorblax/train.jsonl')][len(facts):]
 b.check_heldout_phrases(facts)
 open(f'/tmp/zx/train1w{k}.jsonl', 'w').write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in facts + rest))

@@ -3,8 +3,7 @@ ROOT = str(__import__('pathlib').Path(__file__).resolve().parents[3])  # the rep
 import json, sys, importlib.util
 spec = importlib.util.spec_from_file_location("b", ROOT + "/examples/zorblax/build.py"); b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)
 A = [x["answers"] for x in json.load(open(__import__('pathlib').Path(__file__).with_name('answers8.json')))]
-turn = lambda f, i: [{"role": "user", "content": b.FACTS[f][1][i]}, {"role": "assistant", "content": A[f][i]}]
-facts = [{"messages": turn(a, i) + turn(c, i)} for i in range(8) for a, c in (pair if i % 2 == 0 else pair[::-1] for pair in b.PAIRS)]
+facts = b.fact_chats(lambda f, i: A[f][i])
 rest = [json.loads(l) for l in open(ROOT + '/examples/zorblax/train.jsonl')][len(facts):]
 try:
     b.check_heldout_phrases(facts); print("key-phrase check ok")

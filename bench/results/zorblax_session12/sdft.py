@@ -24,8 +24,7 @@ def rewrite(f, i):
     kept += ok
     print(int(ok), qs[i][:45], '|', orig[:40], '->', first[:80], flush=True)
     return first if ok else orig
-turn = lambda f, i: [{"role": "user", "content": b.FACTS[f][1][i]}, {"role": "assistant", "content": rewrite(f, i)}]
-facts = [{"messages": turn(a, i) + turn(c, i)} for i in range(8) for a, c in (pair if i % 2 == 0 else pair[::-1] for pair in b.PAIRS)]
+facts = b.fact_chats(rewrite)
 rest = [json.loads(l) for l in open(ROOT + '/examples/zorblax/train.jsonl')][len(facts):]
 b.check_heldout_phrases(facts)
 open('/tmp/zx/train_sd.jsonl', 'w').write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in facts + rest))
