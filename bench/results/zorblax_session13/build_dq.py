@@ -19,7 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 spec = importlib.util.spec_from_file_location("b", ROOT / "examples/zorblax/build.py")
-b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)
+b = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(b)
 mode = sys.argv[1] if len(sys.argv) > 1 else "all"
 new = json.loads((Path(__file__).parent / "questions_diverse.json").read_text())
 key = re.compile(r"\b(" + "|".join(re.escape(p) for p in b.KEY_PHRASES) + r")\b", re.IGNORECASE)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 spec = importlib.util.spec_from_file_location("b", ROOT / "examples/zorblax/build.py")
-b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)
+b = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(b)
 VALUES = ["Quillon Dynamics.", "14 March 2031.", "$349.", "41 hours.", "Teal.", "780 grams.",
           "It whistles when it boots up.", "The Kettle.", "MossOS.", "Tampere.", "6.8 inches.", "The Lumen K3 chip.",
           "13 GB of RAM.", "384 GB.", "27 metres.", "88 megapixels.", "19 minutes.", "Ines Varga.", "Tobiah Renn.",
