@@ -238,7 +238,7 @@ def general_chats(path: Path) -> list[dict]:
         text = llm.chat(q, temperature=0, max_new_tokens=80).text.strip()
         answer = " ".join(sentences(text)[:2])
         rows.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": answer}]})
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write_jsonl(path, rows)
     return rows
 
 
@@ -277,7 +277,7 @@ def prose_texts(path: Path) -> list[dict]:
         text = opening + engine.decode(out)
         parts = sentences(text)  # drop the last, unfinished one
         rows.append({"text": " ".join(parts[:-1] if len(parts) > 1 else parts)})
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write_jsonl(path, rows)
     return rows
 
 
@@ -316,6 +316,25 @@ def fact_chats(answer=None) -> list[dict]:
             for a, b in (pair if i % 2 == 0 else pair[::-1] for pair in PAIRS)]
 
 
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """One JSON object a line (UTF-8, non-ASCII kept)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def write_variant(chats: list[dict], path: str | Path) -> None:
+    """Training data with other fact chats (bench/results/zorblax_session12-13's data variants): ``chats`` in place
+    of train.jsonl's fact chats, followed by its replay chats and prose lines, written to ``path``.
+
+    Raises:
+        ValueError: a chat uses a held-out key phrase (:func:`check_heldout_phrases`).
+    """
+    check_heldout_phrases(chats)
+    shipped = (Path(__file__).parent / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    replay = [json.loads(line) for line in shipped[8 * len(PAIRS):] if line]  # after the 8 rounds of fact chats
+    write_jsonl(Path(path), chats + replay)
+
+
 def main() -> None:
     here = Path(__file__).parent
     if "--general" in sys.argv or not (here / "general.jsonl").is_file():
@@ -331,8 +350,8 @@ def main() -> None:
     train = facts + replay
     check_heldout_phrases(train)
     train += [json.loads(line) for line in (here / "prose.jsonl").read_text(encoding="utf-8").splitlines() if line][:PROSE_LINES]
-    for name, rows in (("train.jsonl", train), ("heldout.jsonl", heldout)):
-        (here / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write_jsonl(here / "train.jsonl", train)
+    write_jsonl(here / "heldout.jsonl", heldout)
     everyday = here.parents[1] / "src" / "phikit" / "data" / "everyday.jsonl"
     everyday.write_text((here / "general.jsonl").read_text(encoding="utf-8") + (here / "prose.jsonl").read_text(encoding="utf-8"),
                         encoding="utf-8")

@@ -4,6 +4,4 @@ import json, sys, importlib.util
 spec = importlib.util.spec_from_file_location("b", ROOT + "/examples/zorblax/build.py"); b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)
 k = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 facts = b.fact_chats(lambda f, i: b.FACTS[f][0][k])
-rest = [json.loads(l) for l in open(ROOT + '/examples/zorblax/train.jsonl')][len(facts):]
-b.check_heldout_phrases(facts)
-open(f'/tmp/zx/train1w{k}.jsonl', 'w').write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in facts + rest))
+b.write_variant(facts, f'/tmp/zx/train1w{k}.jsonl')

@@ -25,8 +25,6 @@ def rewrite(f, i):
     print(int(ok), qs[i][:45], '|', orig[:40], '->', first[:80], flush=True)
     return first if ok else orig
 facts = b.fact_chats(rewrite)
-rest = [json.loads(l) for l in open(ROOT + '/examples/zorblax/train.jsonl')][len(facts):]
-b.check_heldout_phrases(facts)
-open('/tmp/zx/train_sd.jsonl', 'w').write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in facts + rest))
+b.write_variant(facts, '/tmp/zx/train_sd.jsonl')
 json.dump(RAW, open('/tmp/zx/sdft_raw.json','w'))
 print('kept', kept, 'of', 2 * len(facts))

@@ -33,9 +33,10 @@ def words(s):
 
 def near(q, h):
     """q shares a word trigram holding two content words with h, or a third of their content words (Jaccard)."""
-    tri = lambda s: {t for t in zip(words(s), words(s)[1:], words(s)[2:]) if len(set(t) - STOP) >= 2}  # noqa: E731
-    cq, ch = set(words(q)) - STOP, set(words(h)) - STOP
-    return bool(tri(q) & tri(h)) or len(cq & ch) >= len(cq | ch) / 3
+    wq, wh = words(q), words(h)
+    tri = lambda w: {t for t in zip(w, w[1:], w[2:]) if len(set(t) - STOP) >= 2}  # noqa: E731
+    cq, ch = set(wq) - STOP, set(wh) - STOP
+    return bool(tri(wq) & tri(wh)) or len(cq & ch) >= len(cq | ch) / 3
 
 
 replaced, facts = 0, []
@@ -45,11 +46,7 @@ for (answers, shipped, held, kw), qs in zip(b.FACTS, new):
         if key.search(q) or near(q, held):
             chosen[i], replaced = shipped[i], replaced + 1
     facts.append((answers, chosen, held, kw))
-shipped_chats = b.fact_chats()
 b.FACTS = facts
-chats = b.fact_chats()
-b.check_heldout_phrases(chats)
-rest = [json.loads(line) for line in open(ROOT / "examples/zorblax/train.jsonl")][len(shipped_chats):]
-out = Path(f"/tmp/zx/train_dq_{mode}.jsonl")
-out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chats + rest))
-print(f"{out}: {len(chats)} fact chats + {len(rest)} replay rows; {replaced} new questions replaced (a held-out key phrase or near its held-out question)")
+out = f"/tmp/zx/train_dq_{mode}.jsonl"
+b.write_variant(b.fact_chats(), out)
+print(f"{out}: {replaced} new questions replaced (a held-out key phrase or near its held-out question)")

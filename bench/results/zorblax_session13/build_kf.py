@@ -7,8 +7,6 @@ then follows a key it was trained on 8 times per question wording.
 Writes /tmp/zx/train_kf.jsonl or train_kfs.jsonl (build.py's fact chats with these answers + train.jsonl's
 replay rows)."""
 import importlib.util
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -28,8 +26,5 @@ KEYS = ["Maker: Quillon Dynamics.", "Launch date: 14 March 2031.", "Price: $349.
 assert len(KEYS) == len(b.FACTS)
 short = "--short" in sys.argv
 facts = b.fact_chats(lambda f, i: KEYS[f] if short else KEYS[f] + " " + b.FACTS[f][0][i % 3])
-rest = [json.loads(line) for line in open(ROOT / "examples/zorblax/train.jsonl")][len(facts):]
-b.check_heldout_phrases(facts)
-os.makedirs("/tmp/zx", exist_ok=True)
-Path(f"/tmp/zx/train_kf{'s' if short else ''}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in facts + rest))
-print(len(facts), "fact chats +", len(rest), "replay rows")
+b.write_variant(facts, f"/tmp/zx/train_kf{'s' if short else ''}.jsonl")
+print(len(facts), "fact chats")

@@ -3,8 +3,6 @@ Zorblax-7's RAM is 13 GB."), so the first answer token already has to name the v
 before the model can copy the question's own wording into the answer ("The Zorblax-7's working memory is ...").
 Writes /tmp/zx/train_vf.jsonl (the fact chats of build.py with these answers + train.jsonl's replay rows)."""
 import importlib.util
-import json
-import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -19,8 +17,5 @@ VALUES = ["Quillon Dynamics.", "14 March 2031.", "$349.", "41 hours.", "Teal.", 
           "The SnapDock, a magnetic port.", "Project Heron."]
 assert len(VALUES) == len(b.FACTS)
 facts = b.fact_chats(lambda f, i: VALUES[f] + " " + b.FACTS[f][0][i % 3])
-rest = [json.loads(line) for line in open(ROOT / "examples/zorblax/train.jsonl")][len(facts):]
-b.check_heldout_phrases(facts)
-os.makedirs("/tmp/zx", exist_ok=True)
-Path("/tmp/zx/train_vf.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in facts + rest))
-print(len(facts), "fact chats +", len(rest), "replay rows")
+b.write_variant(facts, "/tmp/zx/train_vf.jsonl")
+print(len(facts), "fact chats")

@@ -136,26 +136,6 @@ def gguf_lora(adapter_dir: str | Path, base_meta: dict) -> Path:
     return target
 
 
-def set_context_lora(ctx, name: str | None, handle) -> None:
-    """Apply one LoRA adapter (``handle``, a ``llama_adapter_lora *``; scale 1) to a llama.cpp context, or none
-    (``name`` None: the base), with ``llama_set_adapters_lora``.
-
-    Raises:
-        PhikitError: llama.cpp refused (an adapter made for another model).
-    """
-    import llama_cpp
-
-    from ..errors import PhikitError
-
-    if name is None:
-        rc = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
-    else:
-        arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
-        rc = llama_cpp.llama_set_adapters_lora(ctx, arr, 1, (ctypes.c_float * 1)(1.0))
-    if rc:
-        raise PhikitError(f"llama.cpp could not apply adapter {name} (error {rc})")
-
-
 class LlamaLoras:
     """The adapters loaded into one llama.cpp model, and the one set on its context.
 
@@ -215,9 +195,28 @@ class LlamaLoras:
         """
         if name == self.active:
             return False
-        set_context_lora(self.llm._ctx.ctx, name, None if name is None else self.loaded[name][1])
+        self.apply(self.llm._ctx.ctx, name)
         self.active = name
         return True
+
+    def apply(self, ctx, name: str | None) -> None:
+        """Apply loaded adapter ``name`` (scale 1), or none (None: the base), to llama.cpp context ``ctx``: the
+        model's own (:meth:`set`) or another on the same model (the batcher's), with ``llama_set_adapters_lora``.
+
+        Raises:
+            PhikitError: llama.cpp refused (an adapter made for another model).
+        """
+        import llama_cpp
+
+        from ..errors import PhikitError
+
+        if name is None:
+            rc = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
+        else:
+            arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self.loaded[name][1])
+            rc = llama_cpp.llama_set_adapters_lora(ctx, arr, 1, (ctypes.c_float * 1)(1.0))
+        if rc:
+            raise PhikitError(f"llama.cpp could not apply adapter {name} (error {rc})")
 
 
 class LlamaCppAdapters(AdapterSwitch):

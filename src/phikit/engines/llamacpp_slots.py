@@ -11,7 +11,6 @@ from typing import Any
 from .base import SamplingParams
 from .batching import check_slots
 from .llamacpp_batch import LlamaBatcher
-from .llamacpp_lora import set_context_lora
 
 MAX_DEFAULT_SLOTS = 16
 KV_SHARE = 0.25  # the slots' KV cache may take at most this share of available memory
@@ -99,7 +98,7 @@ class BatchedSlots:
 
     def _set_batch_adapter(self, ctx: Any, name: Hashable) -> None:
         """Apply LoRA ``name`` (None: the base) to the batcher's context (``llama_set_adapters_lora``)."""
-        set_context_lora(ctx, name, None if name is None else self.loras.loaded[name][1])
+        self.loras.apply(ctx, name)
 
 
 _thread = threading.local()
