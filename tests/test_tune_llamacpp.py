@@ -8,6 +8,7 @@ adapter with peft's on the transformers checkpoint of the same weights.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -186,6 +187,25 @@ def test_perplexity_follows_the_adapter_after_batching_is_on(lora_dir):
     eng.activate(eng.pick_adapter(str(lora_dir)))
     assert llamacpp_perplexity(eng) == pytest.approx(before_batching, rel=1e-4)
     assert abs(base - before_batching) > 0.05 * base
+
+
+def test_a_threads_adapter_on_one_engine_does_not_follow_it_to_another(lora_dir):
+    """The adapter a thread picked on one batching engine is that engine's: another engine in the same process
+    and thread decodes with its own (here none), instead of asking for an adapter it never loaded."""
+    import phikit
+    from phikit.engines.base import SamplingParams
+
+    a = phikit.load("smollm2-135m", backend="llamacpp", n_ctx=512).engine
+    a.enable_batching(2)
+    a.activate(a.pick_adapter(str(lora_dir)))
+    b = phikit.load("smollm2-135m", backend="llamacpp", n_ctx=512).engine
+    params = SamplingParams(temperature=0, max_new_tokens=4)
+    prompt = b.encode("The capital of France is")
+    steps = b.token_steps(prompt, params)  # before batching: the base model's own greedy tokens
+    base = list(itertools.islice(steps, 4))
+    steps.close()
+    b.enable_batching(2)
+    assert list(itertools.islice(b.batched_steps(prompt, params), 4)) == base
 
 
 def test_other_backends_refuse_adapters_clearly():

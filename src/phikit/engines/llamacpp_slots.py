@@ -73,6 +73,7 @@ class BatchedSlots:
                                     os.cpu_count() or 1)
         import llama_cpp
 
+        self._adapter_of_thread = threading.local()  # this engine's; another engine's threads choose their own
         self.batcher = LlamaBatcher(
             self.llm._model, n_slots=n_slots, slot_ctx=self.context_length,
             n_threads=llama_cpp.llama_n_threads(self.llm._ctx.ctx), n_batch=max(512, self.llm.n_batch),
@@ -88,18 +89,17 @@ class BatchedSlots:
         :func:`phikit.tune.evaluate.llamacpp_perplexity`) sees the adapter asked for after a server has
         switched batching on."""
         if self.batcher is not None:
-            _thread.adapter = name
+            self._adapter_of_thread.adapter = name
         with _ctx_lock:  # the server's threads may switch at once; llama.cpp's context is not thread-safe
             super().activate(name)
 
     def batched_steps(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
         """``token_steps`` through the batcher, in this thread's adapter group."""
-        return self.batcher.submit(prompt_ids, params, group=getattr(_thread, "adapter", None))
+        return self.batcher.submit(prompt_ids, params, group=getattr(self._adapter_of_thread, "adapter", None))
 
     def _set_batch_adapter(self, ctx: Any, name: Hashable) -> None:
         """Apply LoRA ``name`` (None: the base) to the batcher's context (``llama_set_adapters_lora``)."""
         self.loras.apply(ctx, name)
 
 
-_thread = threading.local()
 _ctx_lock = threading.Lock()
