@@ -159,6 +159,11 @@ def test_server_lists_adapters_and_follows_the_registry_without_restart(llm, lor
         assert text() == base_text
         assert text(phikit={"adapter": "rand"}) == tuned_text
         assert text(model=f"{llm.model}:rand") == tuned_text  # vLLM's way: the adapter as the model
+        assert ask(model=f"{llm.model}:rand").json()["model"] == f"{llm.model}:rand"  # echoed, as vLLM and Ollama do
+        assert ask().json()["model"] == llm.model
+        completion = httpx.post(url + "/v1/completions", json={"model": f"{llm.model}:rand", "prompt": "Hello",
+                                                               "max_tokens": 2}, timeout=60).json()
+        assert completion["model"] == f"{llm.model}:rand"
         for body in ({"phikit": {"adapter": "zorblax"}}, {"model": f"{llm.model}:zorblax"}):
             resp = ask(**body)
             assert resp.status_code == 404 and "adapter 'zorblax' not found" in resp.json()["error"]["message"]

@@ -204,7 +204,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
     state = state_of(request)
     job = chat_job(state, req)
     t0 = time.perf_counter()
-    rid, created, model = new_id("chatcmpl"), int(time.time()), state.model
+    rid, created, model = new_id("chatcmpl"), int(time.time()), req.model or state.model  # echoed, as vLLM does
     gen = run_parts(state, job)
     if not req.stream:
         return await until_disconnect(request, collect_chat(state, gen, rid, created, model, job, t0))
@@ -288,7 +288,7 @@ async def completions(req: CompletionRequest, request: Request):
         raise APIError(400, "prompt is empty: give some text to continue", param="prompt")
     job = ChatJob(messages=[], params=request_params(req), raw_prompt=prompt,
                   adapter=state.pick_adapter(req.model, req.phikit.adapter))
-    rid, created, model, t0 = new_id("cmpl"), int(time.time()), state.model, time.perf_counter()
+    rid, created, model, t0 = new_id("cmpl"), int(time.time()), req.model or state.model, time.perf_counter()
     gen = run_parts(state, job)
 
     def body(text: str, finish: str | None) -> dict:
